@@ -1,0 +1,32 @@
+"""wt_jax: width transfer for JAX/Flax CNNs.
+
+Importing wt_jax sets one XLA:CPU default before jax is first imported:
+`--xla_cpu_experimental_ynn_fusion_type=` (empty: YNNPACK convolution
+fusions off). jaxlib 0.10's default YNN fusions are slow in the backward
+pass on CPU; turning them off measured 1.6-2.1x faster ResNet train steps
+(see bench/train_throughput.py). The flag is merged into any XLA_FLAGS you
+set; to keep XLA's default, set the flag yourself, e.g.
+`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=default`, or set
+WT_JAX_KEEP_XLA_FLAGS=1. It only affects XLA's CPU backend.
+"""
+import os as _os
+import sys as _sys
+
+__version__ = '0.1.0'
+
+_CPU_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
+
+
+def _apply_cpu_default() -> bool:
+  """Adds the CPU flag to XLA_FLAGS unless the user chose otherwise."""
+  flags = _os.environ.get('XLA_FLAGS', '')
+  if _os.environ.get('WT_JAX_KEEP_XLA_FLAGS') or _CPU_FLAG in flags:
+    return False
+  if 'jax' in _sys.modules:
+    # Too late for this process: XLA has read its flags already.
+    return False
+  _os.environ['XLA_FLAGS'] = (flags + ' ' + _CPU_FLAG + '=').strip()
+  return True
+
+
+CPU_DEFAULT_APPLIED = _apply_cpu_default()

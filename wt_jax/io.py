@@ -1,0 +1,63 @@
+"""Atomic file writes: a file is either absent, old or complete, never half.
+
+Local paths are written to a temporary file in the same directory and renamed
+over the target (`os.replace` is atomic on POSIX). Remote paths (`gs://...`)
+go through `etils.epath`, where an object upload is itself atomic.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+
+def _is_remote(path: str) -> bool:
+  return '://' in str(path)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  path = str(path)
+  if _is_remote(path):
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    epath.Path(path).write_bytes(data)
+    return
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-' +
+                             os.path.basename(path))
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_text(path: str, text: str) -> None:
+  write_bytes(path, text.encode('utf-8'))
+
+
+def write_json(path: str, obj: Any) -> None:
+  write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
+
+
+def read_json(path: str) -> Any:
+  path = str(path)
+  if _is_remote(path):
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    return json.loads(epath.Path(path).read_text())
+  with open(path) as f:
+    return json.load(f)
+
+
+def exists(path: str) -> bool:
+  path = str(path)
+  if _is_remote(path):
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    return epath.Path(path).exists()
+  return os.path.exists(path)

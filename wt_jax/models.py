@@ -1,0 +1,266 @@
+"""Width-parameterized Flax models: a width vector in, a `flax.linen` module out.
+
+`build_model(widths, num_classes, dtype)` is the pure function the rest of
+wt_jax calls. The modules take the whole `Widths` value as an attribute and
+read each conv's channel count from its group, so any width vector of the
+family builds a valid network, and the parameter paths are exactly those of
+`architectures.layers` (a test checks that, layer by layer).
+
+Named variants are `functools.partial`s of the two modules, as in the Flax
+ImageNet example; `ResNetTiny` and `MobileNetV2Tiny` are for tests.
+
+Every module's `__call__(x, train, masks=None)` accepts optional channel masks
+{group name: [C] array}: each conv's BN output is multiplied by the mask of
+its group, which makes a masked network compute exactly what the narrower
+network with those channels removed computes (used by AutoSlim).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from wt_jax import architectures
+from wt_jax.widths import Widths, uniform
+
+# torchvision's init: He normal on fan-out for convs, BN scale 1, bias 0.
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+Masks = Optional[Mapping[str, Any]]
+
+
+class _Net(nn.Module):
+  """Shared conv-BN helper for the two families."""
+  widths: Widths
+  num_classes: int = 1000
+  dtype: Any = jnp.float32
+
+  def conv_bn(self, x, group, conv_name, bn_name, *, kernel, stride, train,
+              masks, depthwise=False, act=True, features=None):
+    features = self.widths[group] if features is None else features
+    p = kernel // 2
+    x = nn.Conv(features, (kernel, kernel), (stride, stride),
+                padding=((p, p), (p, p)), use_bias=False,
+                feature_group_count=x.shape[-1] if depthwise else 1,
+                kernel_init=conv_init, dtype=self.dtype, name=conv_name)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                     epsilon=1e-5, dtype=self.dtype, name=bn_name)(x)
+    x = mask(x, group, masks)
+    return self.act(x) if act else x
+
+  def act(self, x):
+    if self.widths.spec.family == 'mobilenet_v2':
+      return nn.relu6(x)
+    return nn.relu(x)
+
+  def classify(self, x):
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
+    return jnp.asarray(x, jnp.float32)
+
+
+def mask(x, group, masks: Masks):
+  if masks is None or group not in masks:
+    return x
+  return x * jnp.asarray(masks[group], x.dtype)
+
+
+class ResNet(_Net):
+  """ResNet (BasicBlock or Bottleneck v1.5) with an ImageNet or CIFAR stem."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, masks: Masks = None):
+    spec = self.widths.spec
+    x = jnp.asarray(x, self.dtype)
+    stem_k, stem_s = (7, 2) if spec.stem == 'imagenet' else (3, 1)
+    x = _Stem(widths=self.widths, kernel=stem_k, stride=stem_s,
+              max_pool=spec.stem == 'imagenet', dtype=self.dtype,
+              name='stem')(x, train, masks)
+    prev = 'stem'
+    for s, n in enumerate(spec.depth, start=1):
+      x = _ResNetStage(widths=self.widths, stage=s, in_group=prev,
+                       dtype=self.dtype, name=f'stage{s}')(x, train, masks)
+      prev = f'stage{s}'
+    return self.classify(x)
+
+
+class _Stem(_Net):
+  kernel: int = 3
+  stride: int = 1
+  max_pool: bool = False
+
+  @nn.compact
+  def __call__(self, x, train, masks):
+    x = self.conv_bn(x, 'stem', 'conv', 'bn', kernel=self.kernel,
+                     stride=self.stride, train=train, masks=masks)
+    if self.max_pool:
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    return x
+
+
+class _ResNetStage(_Net):
+  stage: int = 1
+  in_group: str = 'stem'
+
+  @nn.compact
+  def __call__(self, x, train, masks):
+    spec = self.widths.spec
+    stream = f'stage{self.stage}'
+    for b in range(1, spec.depth[self.stage - 1] + 1):
+      block = _BasicBlock if spec.block == 'basic' else _Bottleneck
+      x = block(widths=self.widths, stage=self.stage, block=b,
+                in_group=self.in_group if b == 1 else stream,
+                dtype=self.dtype, name=f'block{b}')(x, train, masks)
+    return x
+
+
+class _ResBlock(_Net):
+  stage: int = 1
+  block: int = 1
+  in_group: str = 'stem'
+
+  def residual(self, x, y, train, masks):
+    stride = self.stride
+    stream = f'stage{self.stage}'
+    if architectures.shortcut_is_projection(
+        self.widths.spec, stride, self.widths[self.in_group],
+        self.widths[stream]):
+      x = self.conv_bn(x, stream, 'shortcut_conv', 'shortcut_bn', kernel=1,
+                       stride=stride, train=train, masks=masks, act=False)
+    return nn.relu(x + y)
+
+  @property
+  def stride(self):
+    return self.widths.spec.strides[self.stage - 1] if self.block == 1 else 1
+
+  def group(self, pos):
+    return f'stage{self.stage}/block{self.block}/{pos}'
+
+
+class _BasicBlock(_ResBlock):
+
+  @nn.compact
+  def __call__(self, x, train, masks):
+    stream = f'stage{self.stage}'
+    y = self.conv_bn(x, self.group('conv1'), 'conv1', 'bn1', kernel=3,
+                     stride=self.stride, train=train, masks=masks)
+    y = self.conv_bn(y, stream, 'conv2', 'bn2', kernel=3, stride=1,
+                     train=train, masks=masks, act=False)
+    return self.residual(x, y, train, masks)
+
+
+class _Bottleneck(_ResBlock):
+
+  @nn.compact
+  def __call__(self, x, train, masks):
+    stream = f'stage{self.stage}'
+    y = self.conv_bn(x, self.group('conv1'), 'conv1', 'bn1', kernel=1,
+                     stride=1, train=train, masks=masks)
+    y = self.conv_bn(y, self.group('conv2'), 'conv2', 'bn2', kernel=3,
+                     stride=self.stride, train=train, masks=masks)
+    y = self.conv_bn(y, stream, 'conv3', 'bn3', kernel=1, stride=1,
+                     train=train, masks=masks, act=False)
+    return self.residual(x, y, train, masks)
+
+
+class MobileNetV2(_Net):
+  """MobileNetV2 (Sandler et al. 2018); ReLU6, ImageNet or CIFAR strides."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, masks: Masks = None):
+    spec = self.widths.spec
+    x = jnp.asarray(x, self.dtype)
+    x = _MBStem(widths=self.widths,
+                stride=2 if spec.stem == 'imagenet' else 1,
+                dtype=self.dtype, name='stem')(x, train, masks)
+    prev = 'stem'
+    for s, n in enumerate(spec.depth, start=1):
+      x = _MBStage(widths=self.widths, stage=s, in_group=prev,
+                   dtype=self.dtype, name=f'stage{s}')(x, train, masks)
+      prev = f'stage{s}'
+    x = _MBHead(widths=self.widths, dtype=self.dtype, name='head')(x, train, masks)
+    return self.classify(x)
+
+
+class _MBStem(_Net):
+  kernel: int = 3
+  stride: int = 2
+
+  @nn.compact
+  def __call__(self, x, train, masks):
+    return self.conv_bn(x, 'stem', 'conv', 'bn', kernel=self.kernel,
+                        stride=self.stride, train=train, masks=masks)
+
+
+class _MBHead(_Net):
+
+  @nn.compact
+  def __call__(self, x, train, masks):
+    return self.conv_bn(x, 'head', 'conv', 'bn', kernel=1, stride=1,
+                        train=train, masks=masks)
+
+
+class _MBStage(_Net):
+  stage: int = 1
+  in_group: str = 'stem'
+
+  @nn.compact
+  def __call__(self, x, train, masks):
+    spec = self.widths.spec
+    stream = f'stage{self.stage}'
+    for b in range(1, spec.depth[self.stage - 1] + 1):
+      x = _InvertedResidual(widths=self.widths, stage=self.stage, block=b,
+                            in_group=self.in_group if b == 1 else stream,
+                            dtype=self.dtype, name=f'block{b}')(x, train, masks)
+    return x
+
+
+class _InvertedResidual(_Net):
+  stage: int = 1
+  block: int = 1
+  in_group: str = 'stem'
+
+  @nn.compact
+  def __call__(self, x, train, masks):
+    spec = self.widths.spec
+    stride = spec.strides[self.stage - 1] if self.block == 1 else 1
+    hidden = self.in_group
+    y = x
+    if spec.expansion[self.stage - 1] != 1:
+      hidden = f'stage{self.stage}/block{self.block}/expand'
+      y = self.conv_bn(y, hidden, 'expand_conv', 'expand_bn', kernel=1,
+                       stride=1, train=train, masks=masks)
+    y = self.conv_bn(y, hidden, 'dw_conv', 'dw_bn', kernel=3, stride=stride,
+                     train=train, masks=masks, depthwise=True)
+    y = self.conv_bn(y, f'stage{self.stage}', 'project_conv', 'project_bn',
+                     kernel=1, stride=1, train=train, masks=masks, act=False)
+    return x + y if self.block > 1 else y
+
+
+_FAMILY_MODULE = {'resnet': ResNet, 'mobilenet_v2': MobileNetV2}
+
+
+def build_model(widths: Widths, num_classes: int,
+                dtype: Any = jnp.float32) -> nn.Module:
+  """The Flax module of `widths.arch` at `widths` (pure; no parameters yet)."""
+  return _FAMILY_MODULE[widths.spec.family](widths=widths,
+                                            num_classes=num_classes,
+                                            dtype=dtype)
+
+
+def _variant(module, arch, width_mult=1.0):
+  return functools.partial(module, widths=uniform(arch, width_mult))
+
+
+ResNet18 = _variant(ResNet, 'resnet18')
+ResNet34 = _variant(ResNet, 'resnet34')
+ResNet50 = _variant(ResNet, 'resnet50')
+ResNet101 = _variant(ResNet, 'resnet101')
+ResNet18Cifar = _variant(ResNet, 'resnet18_cifar')
+ResNet20Cifar = _variant(ResNet, 'resnet20_cifar')
+ResNet56Cifar = _variant(ResNet, 'resnet56_cifar')
+MobileNetV2_100 = _variant(MobileNetV2, 'mobilenet_v2')
+MobileNetV2Cifar = _variant(MobileNetV2, 'mobilenet_v2_cifar')
+ResNetTiny = _variant(ResNet, 'resnet_tiny')
+MobileNetV2Tiny = _variant(MobileNetV2, 'mobilenet_v2_tiny')
