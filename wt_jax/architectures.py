@@ -39,6 +39,7 @@ option B) where the shape changes.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional, Sequence
 
 FAMILIES = ('resnet', 'mobilenet_v2')
@@ -137,9 +138,11 @@ def get_arch(name: str, depth: Optional[Sequence[int]] = None) -> Arch:
 
 
 def scale_depth(arch: Arch, depth_mult: float) -> Arch:
-  """Blocks per stage become max(1, round(d * n))."""
-  return dataclasses.replace(
-      arch, depth=tuple(max(1, int(round(depth_mult * n))) for n in arch.depth))
+  """Blocks per stage become max(1, round(d * n)), halves rounding up."""
+  if not depth_mult > 0:
+    raise ArchError(f'depth_mult={depth_mult!r}: must be > 0')
+  return dataclasses.replace(arch, depth=tuple(
+      max(1, int(math.floor(depth_mult * n + 0.5))) for n in arch.depth))
 
 
 @dataclasses.dataclass(frozen=True)

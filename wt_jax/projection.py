@@ -1,0 +1,78 @@
+"""Projection: the original width-optimization problem -> a cheap copy.
+
+Four independent knobs (config block `projection`), freely combined; their
+savings compound:
+
+* `width_mult`: the projected net's uniform widths are the original's
+  uniform widths at `width_mult` x the original's width multiplier;
+* `depth_mult`: blocks per stage become max(1, round(depth_mult * n));
+* `sample_fraction`: multiplies the data's class-balanced training fraction;
+* `resolution`: the projected images' side (0 keeps the original's).
+
+`project` is a pure function of plain values.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from wt_jax import architectures
+from wt_jax import widths as widths_lib
+from wt_jax.widths import Widths
+
+FIELDS = ('width_mult', 'depth_mult', 'sample_fraction', 'resolution')
+
+
+class ProjectionError(ValueError):
+  """A projection field out of its range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Projected:
+  uniform: Widths  # the projected net's uniform widths (its structure too)
+  data: Any  # the projected data config (a ConfigDict)
+  resolution: int  # the projected image side
+
+
+def validate(projection) -> None:
+  """Raises ProjectionError naming the field, its value and the range."""
+  unknown = set(projection.keys()) - set(FIELDS)
+  if unknown:
+    raise ProjectionError(f'projection has unknown fields {sorted(unknown)}; '
+                          f'allowed: {", ".join(FIELDS)}')
+  for field in ('width_mult', 'depth_mult', 'sample_fraction'):
+    value = projection.get(field, 1.0)
+    if not (isinstance(value, (int, float)) and 0 < value <= 1):
+      raise ProjectionError(f'projection.{field}={value!r}; allowed: a '
+                            'number in (0, 1]')
+  res = projection.get('resolution', 0)
+  if not (isinstance(res, int) and res >= 0):
+    raise ProjectionError(f'projection.resolution={res!r}; allowed: an '
+                          'integer >= 1, or 0 to keep the original resolution')
+
+
+def project(original_uniform: Widths, width_mult: float, data_config,
+            resolution: int, projection) -> Projected:
+  """Maps the original problem to the projected one.
+
+  Args:
+    original_uniform: the original net's uniform widths (arch and depth).
+    width_mult: the original's uniform width multiplier.
+    data_config: the original data config (`config.data`).
+    resolution: the original image side.
+    projection: the `config.projection` block.
+  """
+  validate(projection)
+  spec = architectures.scale_depth(original_uniform.spec,
+                                   projection.get('depth_mult', 1.0))
+  uniform = widths_lib.uniform(original_uniform.arch,
+                               width_mult * projection.get('width_mult', 1.0),
+                               depth=spec.depth)
+  data = ml_collections.ConfigDict(data_config.to_dict())
+  data.sample_fraction = (data_config.sample_fraction *
+                          projection.get('sample_fraction', 1.0))
+  new_res = projection.get('resolution', 0) or resolution
+  data.resolution = new_res
+  return Projected(uniform, data, new_res)
