@@ -1,0 +1,185 @@
+"""MorphNet (Gordon et al. 2018): a FLOPs regularizer on batch-norm scales.
+
+Follows MorphNet's GammaFlopsRegularizer, in JAX, over wt_jax's layer graph
+(`architectures.layers`), in MACs, the unit of `wt_jax.cost`:
+
+* Per channel, the signal is |gamma| of the batch norm after each conv. A
+  channel is alive when |gamma| > threshold.
+* Channel groups are the width vector's groups, merged across identity
+  shortcuts (`architectures.identity_ties`) into *units*. Where several BNs
+  feed one unit (a residual stream, a depthwise conv tied to its expansion),
+  the unit's regularization vector is the element-wise max of their |gamma|,
+  so its alive vector is their OR: a channel is removed only if it is dead in
+  every member.
+* Per conv with coeff = kh*kw*H_out*W_out:
+    cost = coeff * alive_in * alive_out
+    term = coeff * (alive_in * sum|gamma_out| + alive_out * sum|gamma_in|)
+  depthwise: cost = coeff * alive_out, term = coeff * (sum|g_in| + sum|g_out|).
+  The FC layer counts like a 1x1 conv with `num_classes` constant outputs;
+  the first conv's 3 image channels are constants (sum|gamma| = 0 for both).
+
+`cost` and `regularization_term` are separate functions of params, built once
+per width vector by `make_structure`; the term enters the loss as
+`strength * term` inside the jitted, sharded train step (an `extra_loss`),
+so it costs no pass over the data. With every channel alive, `cost` equals
+the analytic MACs of `wt_jax.cost` (tested for every architecture).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wt_jax import architectures
+from wt_jax.widths import Widths
+
+# MorphNet's examples use 1e-3..0.5. With BN scales initialised at 1, no
+# weight decay on them, and an L1-like push to zero whose SGD steps are of
+# order lr * strength * coeff, 1e-2 sits well below live channels (|g| ~ 1)
+# and above the jitter of dead ones; see bench/morphnet_step.py for the
+# trajectories.
+DEFAULT_THRESHOLD = 1e-2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conv:
+  coeff: int
+  depthwise: bool
+  in_unit: Optional[int]  # None: constant channels `in_const`
+  out_unit: Optional[int]  # None: constant channels `out_const`
+  in_const: int
+  out_const: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+  """The static part of the regularizer for one width vector."""
+  widths: Widths
+  units: tuple[tuple[str, ...], ...]  # group names merged by identity ties
+  members: tuple[tuple[tuple[str, ...], ...], ...]  # BN param paths per unit
+  convs: tuple[_Conv, ...]
+
+  def unit_of(self, group: str) -> int:
+    for i, unit in enumerate(self.units):
+      if group in unit:
+        return i
+    raise KeyError(group)
+
+
+def make_structure(widths: Widths, resolution: int,
+                   num_classes: int) -> Structure:
+  spec = widths.spec
+  layers = architectures.layers(spec, widths.values, resolution, num_classes)
+  names = list(widths.names)
+  parent = {n: n for n in names}
+
+  def find(n):
+    while parent[n] != n:
+      n = parent[n]
+    return n
+
+  for a, b in architectures.identity_ties(spec, widths.values):
+    parent[find(a)] = find(b)
+  roots = []
+  for n in names:
+    if find(n) not in roots:
+      roots.append(find(n))
+  units = tuple(tuple(n for n in names if find(n) == r) for r in roots)
+  index = {n: roots.index(find(n)) for n in names}
+  members = [[] for _ in units]
+  convs = []
+  for l in layers:
+    if l.bn is not None:
+      members[index[l.out_group]].append(l.bn)
+    convs.append(_Conv(
+        coeff=l.coeff, depthwise=l.kind == 'depthwise',
+        in_unit=None if l.in_group is None else index[l.in_group],
+        out_unit=None if l.out_group is None else index[l.out_group],
+        in_const=l.in_channels, out_const=l.out_channels))
+  return Structure(widths, units, tuple(tuple(m) for m in members),
+                   tuple(convs))
+
+
+def _get(tree: Mapping[str, Any], path: tuple[str, ...]):
+  for k in path:
+    tree = tree[k]
+  return tree
+
+
+def unit_gammas(params, structure: Structure) -> list[jax.Array]:
+  """Per unit: the element-wise max of |gamma| over its member BNs."""
+  out = []
+  for paths in structure.members:
+    g = jnp.abs(jnp.asarray(_get(params, paths[0])['scale'], jnp.float32))
+    for p in paths[1:]:
+      g = jnp.maximum(g, jnp.abs(jnp.asarray(_get(params, p)['scale'],
+                                             jnp.float32)))
+    out.append(g)
+  return out
+
+
+def _unit_stats(params, structure, threshold):
+  gammas = unit_gammas(params, structure)
+  alive = [jax.lax.stop_gradient((g > threshold).astype(jnp.float32).sum())
+           for g in gammas]
+  sums = [g.sum() for g in gammas]
+  return alive, sums
+
+
+def cost(params, structure: Structure,
+         threshold: float = DEFAULT_THRESHOLD) -> jax.Array:
+  """MACs of the network with only the alive channels."""
+  alive, _ = _unit_stats(params, structure, threshold)
+  total = 0.0
+  for c in structure.convs:
+    a_in = c.in_const if c.in_unit is None else alive[c.in_unit]
+    a_out = c.out_const if c.out_unit is None else alive[c.out_unit]
+    total = total + c.coeff * (a_out if c.depthwise else a_in * a_out)
+  return jnp.asarray(total, jnp.float32)
+
+
+def regularization_term(params, structure: Structure,
+                        threshold: float = DEFAULT_THRESHOLD) -> jax.Array:
+  """MorphNet's differentiable FLOPs proxy (MACs x |gamma|)."""
+  alive, sums = _unit_stats(params, structure, threshold)
+  total = 0.0
+  for c in structure.convs:
+    s_in = 0.0 if c.in_unit is None else sums[c.in_unit]
+    s_out = 0.0 if c.out_unit is None else sums[c.out_unit]
+    if c.depthwise:
+      total = total + c.coeff * (s_in + s_out)
+      continue
+    a_in = c.in_const if c.in_unit is None else alive[c.in_unit]
+    a_out = c.out_const if c.out_unit is None else alive[c.out_unit]
+    total = total + c.coeff * (a_in * s_out + a_out * s_in)
+  return jnp.asarray(total, jnp.float32)
+
+
+def make_extra_loss(structure: Structure, strength: float,
+                    threshold: float = DEFAULT_THRESHOLD
+                    ) -> Callable[[Any], jax.Array]:
+  """`strength * term` as a function of params, for the train step."""
+  return lambda params: strength * regularization_term(params, structure,
+                                                       threshold)
+
+
+def alive_counts(params, structure: Structure,
+                 threshold: float = DEFAULT_THRESHOLD) -> dict[str, int]:
+  """Alive channels per group (every group of a unit gets the unit's count)."""
+  gammas = jax.device_get(unit_gammas(params, structure))
+  out = {}
+  for unit, g in zip(structure.units, gammas):
+    for name in unit:
+      out[name] = int(np.sum(np.asarray(g) > threshold))
+  return {n: out[n] for n in structure.widths.names}
+
+
+def learned_widths(params, structure: Structure, threshold: float,
+                   min_width: int) -> Widths:
+  """The alive counts as a width vector; no group below `min_width`."""
+  counts = alive_counts(params, structure, threshold)
+  return structure.widths.replace(
+      [max(min_width, counts[n]) for n in structure.widths.names])
