@@ -26,6 +26,7 @@ def get_config():
   c.data.resolution = 0  # 0 = the dataset's native resolution
   c.data.sample_fraction = 1.0  # class-balanced subset of train, in (0, 1]
   c.data.val_fraction = 0.1  # held out from train for width decisions
+  c.data.split_seed = 0  # fixes the val split and the sample_fraction subset
   c.data.augment = 'cifar'  # 'cifar', 'imagenet' or 'none'
   c.data.cache = True
   c.data.shuffle_buffer = 10_000
@@ -56,14 +57,16 @@ def get_config():
   # Width optimizer: 'morphnet' or 'autoslim'.
   c.optimizer = 'morphnet'
   c.morphnet = ml_collections.ConfigDict()
-  c.morphnet.strength = 0.0  # 0 = auto: knob / initial regularizer term
+  c.morphnet.strength = 0.0  # 0 = auto: strength_knob / starting MACs
   c.morphnet.strength_knob = 1.0
   c.morphnet.threshold = 1e-2
   c.morphnet.epochs = 5.0
   c.morphnet.num_steps = 0
   c.morphnet.lr = 0.05  # fixed learning rate during structure learning
-  c.morphnet.export_every = 100
-  c.morphnet.target_fraction = 1.0  # expand to this fraction of uniform MACs
+  c.morphnet.export_every = 50  # steps between structure exports
+  c.morphnet.shrink_to = 0.5  # stop once learned MACs <= this x start MACs
+  c.morphnet.expand_to = 0.0  # > 0: FLOPs-match the result to this x start
+  c.morphnet.min_width = 4  # no group is removed entirely
 
   # Projection of the problem to a cheap copy (all four compound).
   c.projection = ml_collections.ConfigDict()
