@@ -27,8 +27,11 @@ the analytic MACs of `wt_jax.cost` (tested for every architecture).
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from typing import Any, Callable, Mapping, Optional
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -183,3 +186,120 @@ def learned_widths(params, structure: Structure, threshold: float,
   counts = alive_counts(params, structure, threshold)
   return structure.widths.replace(
       [max(min_width, counts[n]) for n in structure.widths.names])
+
+
+# ----------------------------------------------------------------------------
+# The width optimizer.
+# ----------------------------------------------------------------------------
+
+
+def auto_strength(widths: Widths, resolution: int, num_classes: int,
+                  knob: float) -> float:
+  """MorphNet's advice: strength ~ knob / the network's initial cost.
+
+  With every gamma at its init of 1, the term is about twice the MACs, so
+  `strength * term` starts near `2 * knob`, beside a cross-entropy of ~2.3.
+  """
+  from wt_jax import cost as cost_lib  # pylint: disable=g-import-not-at-top
+  return float(knob) / cost_lib.macs(widths, resolution, num_classes)
+
+
+def structure_learning_train_config(config):
+  """`config.train` with MorphNet's schedule: a fixed learning rate."""
+  mc = config.morphnet
+  tc = config.train.copy_and_resolve_references()
+  with tc.unlocked():
+    tc.epochs = float(mc.epochs)
+    tc.num_steps = int(mc.num_steps)
+    tc.base_lr = float(mc.lr)
+    tc.schedule = 'constant'
+    tc.warmup_epochs = 0.0
+    # No decay on BN scales: it would shrink every gamma, not only the
+    # expensive ones.
+    tc.decay_bn_and_bias = False
+  return tc
+
+
+def optimize(config, data_config, widths: Widths, workdir: str):
+  """MorphNet structure learning from `widths`; see `optimizers.optimize`.
+
+  Trains with `strength * regularization_term` added to the loss at a fixed
+  learning rate, exports the learned structure (alive channels per group and
+  their MACs) every `export_every` steps to `history.json`, and stops early
+  once the learned MACs reach `shrink_to` x the starting MACs. The learned
+  widths are the alive counts (at least `min_width`); with `expand_to > 0`
+  they are then scaled by FLOPs matching to that fraction of the starting
+  MACs.
+  """
+  # pylint: disable=g-import-not-at-top
+  from wt_jax import cost as cost_lib
+  from wt_jax import data as data_lib
+  from wt_jax import extrapolate
+  from wt_jax import io
+  from wt_jax import optimizers
+  from wt_jax import train
+  # pylint: enable=g-import-not-at-top
+  mc = config.morphnet
+  info = data_lib.dataset_info(data_config)
+  res, classes = info.resolution, info.num_classes
+  structure = make_structure(widths, res, classes)
+  start_macs = cost_lib.macs(widths, res, classes)
+  strength = float(mc.strength) or auto_strength(widths, res, classes,
+                                                 mc.strength_knob)
+  threshold = float(mc.threshold)
+  stop_macs = float(mc.shrink_to) * start_macs if mc.shrink_to > 0 else -1
+  history_path = os.path.join(workdir, optimizers.HISTORY)
+  history = io.read_json(history_path) if io.exists(history_path) else []
+  chosen = {}
+
+  def export(step, state):
+    params = jax.device_get(state.params)
+    learned = learned_widths(params, structure, threshold, mc.min_width)
+    macs = cost_lib.macs(learned, res, classes)
+    record = dict(step=int(step), macs=int(macs),
+                  macs_fraction=macs / start_macs,
+                  cost=float(cost(params, structure, threshold)),
+                  widths=learned.as_dict())
+    del history[len([h for h in history if h['step'] < step]):]
+    history.append(record)
+    if jax.process_index() == 0:
+      io.write_json(history_path, history)
+    chosen['widths'] = learned
+    stop = 0 <= macs <= stop_macs
+    return dict(learned_macs=macs, learned_macs_fraction=macs / start_macs,
+                stop_training=bool(stop))
+
+  logging.info('MorphNet: strength %.4g (%s), threshold %g, start %d MACs, '
+               'stop at %s MACs.', strength,
+               'set' if mc.strength else f'auto, knob {mc.strength_knob}',
+               threshold, start_macs,
+               f'{stop_macs:.0f}' if stop_macs >= 0 else 'the last step')
+  t0 = time.perf_counter()
+  metrics = train.train_and_evaluate(
+      config, widths, os.path.join(workdir, 'train'), data_config=data_config,
+      train_config=structure_learning_train_config(config),
+      extra_loss=make_extra_loss(structure, strength, threshold),
+      callback=export, callback_every=int(mc.export_every), eval_split='val')
+  learned = chosen['widths']
+  result_widths = learned
+  if mc.expand_to > 0:
+    result_widths = extrapolate.flops_match(
+        learned, int(mc.expand_to * start_macs), res, classes,
+        divisor=config.transfer.divisor,
+        min_width=config.transfer.min_width).widths
+  per_epoch = info.num_examples['train']
+  return optimizers.OptimizeResult(
+      widths=result_widths, train_macs=int(metrics['train_macs']),
+      examples=int(metrics['examples_seen']),
+      epochs=metrics['examples_seen'] / per_epoch,
+      wall_time_s=float(metrics['wall_time_s']),
+      details=dict(optimizer='morphnet', strength=strength,
+                   threshold=threshold, start_macs=int(start_macs),
+                   learned_macs=int(cost_lib.macs(learned, res, classes)),
+                   learned_widths=learned.as_dict(),
+                   stopped_at_step=int(metrics['steps']),
+                   reached_target=bool(
+                       cost_lib.macs(learned, res, classes) <= stop_macs),
+                   val_top1=float(metrics['top1']),
+                   train_loss=float(metrics.get('train_loss', float('nan'))),
+                   total_seconds=time.perf_counter() - t0))

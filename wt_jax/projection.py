@@ -76,3 +76,31 @@ def project(original_uniform: Widths, width_mult: float, data_config,
   new_res = projection.get('resolution', 0) or resolution
   data.resolution = new_res
   return Projected(uniform, data, new_res)
+
+
+def overhead(original_uniform: Widths, original_resolution: int,
+             original_train_examples: int, proj: Projected,
+             projected_train_examples: int, num_classes: int,
+             projected_cost: float) -> dict:
+  """The optimization overhead of a projected run against the direct run.
+
+  The direct optimization is the same optimizer with the same schedule in
+  epochs on the original network, data and resolution, so its analytic
+  cost is the projected cost times the ratio of training MACs per example
+  and the ratio of training examples per epoch. `cost_ratio` is that
+  product: how many times cheaper the projected optimization is.
+  """
+  from wt_jax import cost  # pylint: disable=g-import-not-at-top
+  macs_orig = cost.macs(original_uniform, original_resolution, num_classes)
+  macs_proj = cost.macs(proj.uniform, proj.resolution, num_classes)
+  ratio = (macs_orig / macs_proj) * (original_train_examples /
+                                     projected_train_examples)
+  return dict(
+      projected_cost=float(projected_cost),
+      direct_cost_analytic=float(projected_cost) * ratio,
+      cost_ratio=ratio,
+      macs_ratio=macs_orig / macs_proj,
+      data_ratio=original_train_examples / projected_train_examples,
+      original_macs=macs_orig, projected_macs=macs_proj,
+      original_train_examples=int(original_train_examples),
+      projected_train_examples=int(projected_train_examples))

@@ -1,0 +1,260 @@
+"""The report: results.json, results.md, widths.png and overhead.png.
+
+Reads what the pipeline's stages left in the workdir (width vectors, the
+optimizers' summaries, one final.json per arm and seed) and writes, all
+atomically:
+* `results.json`: per arm MACs, params, top-1/top-5 per seed with mean and
+  std, optimization cost and wall time; the overhead accounting; the widths;
+  the rank correlation of transferred and direct per-group multipliers;
+* `results.md`: the same as tables;
+* `widths.png`: per-group widths of the arms side by side, in network order;
+* `overhead.png`: top-1 against width-optimization cost.
+"""
+from __future__ import annotations
+
+import io as _io
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from wt_jax import cost
+from wt_jax import io
+from wt_jax import optimizers
+from wt_jax import projection
+from wt_jax import widths as widths_lib
+
+ARM_LABELS = {'uniform': 'uniform baseline', 'transferred': 'transferred',
+              'direct': 'direct'}
+
+
+def _load(path) -> Optional[Any]:
+  return io.read_json(path) if io.exists(path) else None
+
+
+def mean_std(values) -> tuple[float, float]:
+  v = np.asarray(values, dtype=np.float64)
+  if not v.size:
+    return float('nan'), float('nan')
+  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def rank_correlation(a, b) -> float:
+  """Spearman's rho (average ranks for ties)."""
+  def ranks(x):
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind='mergesort')
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x), dtype=np.float64)
+    for v in np.unique(x):  # average ranks of ties
+      r[x == v] = r[x == v].mean()
+    return r
+  ra, rb = ranks(a), ranks(b)
+  if ra.std() == 0 or rb.std() == 0:
+    return float('nan')
+  return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def collect(config, prob, proj, workdir: str) -> dict:
+  """Everything the report shows, as plain values."""
+  arms = {}
+  for arm in ('uniform', 'transferred', 'direct'):
+    path = os.path.join(workdir, 'widths', f'{arm}.json')
+    if not io.exists(path):
+      continue
+    w = widths_lib.load(path)
+    finals = [f for f in (_load(os.path.join(workdir, 'train', arm,
+                                             f'seed_{s}', 'final.json'))
+                          for s in config.seeds) if f]
+    top1 = [f['top1'] for f in finals]
+    top5 = [f['top5'] for f in finals]
+    arms[arm] = dict(
+        macs=cost.macs(w, prob.resolution, prob.num_classes),
+        params=cost.params(w, prob.resolution, prob.num_classes),
+        seeds=[f['seed'] for f in finals], top1=top1, top5=top5,
+        top1_mean=mean_std(top1)[0], top1_std=mean_std(top1)[1],
+        top5_mean=mean_std(top5)[0], top5_std=mean_std(top5)[1],
+        train_wall_time_s=float(sum(f['wall_time_s'] for f in finals)),
+        widths=w.as_dict(), opt_cost=0.0, opt_wall_time_s=0.0)
+  out: dict[str, Any] = dict(arch=prob.uniform.arch,
+                             depth=list(prob.uniform.depth),
+                             resolution=prob.resolution,
+                             num_classes=prob.num_classes,
+                             optimizer=config.optimizer,
+                             projection=config.projection.to_dict(),
+                             stacking=config.transfer.stacking,
+                             seeds=list(config.seeds), arms=arms)
+  opt = optimizers.load_result(os.path.join(workdir, 'optimize'))
+  direct = optimizers.load_result(os.path.join(workdir, 'optimize_direct'))
+  if opt is not None:
+    from wt_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+    proj_train = data_lib.dataset_info(proj.data).num_examples['train']
+    ov = projection.overhead(prob.uniform, prob.resolution, prob.num_train,
+                             proj, proj_train, prob.num_classes,
+                             opt.train_macs)
+    ov.update(projected_wall_time_s=opt.wall_time_s,
+              projected_epochs=opt.epochs,
+              projected_details=opt.details)
+    if direct is not None:
+      ov.update(direct_cost_measured=direct.train_macs,
+                direct_wall_time_s=direct.wall_time_s,
+                measured_cost_ratio=(direct.train_macs / opt.train_macs
+                                     if opt.train_macs else float('nan')),
+                wall_time_ratio=(direct.wall_time_s / opt.wall_time_s
+                                 if opt.wall_time_s else float('nan')))
+    out['overhead'] = ov
+    if 'transferred' in arms:
+      arms['transferred'].update(opt_cost=float(opt.train_macs),
+                                 opt_wall_time_s=opt.wall_time_s)
+  if direct is not None and 'direct' in arms:
+    arms['direct'].update(opt_cost=float(direct.train_macs),
+                          opt_wall_time_s=direct.wall_time_s)
+  if 'transferred' in arms and 'direct' in arms:
+    u = prob.uniform.array()
+    t = np.array(list(arms['transferred']['widths'].values())) / u
+    d = np.array(list(arms['direct']['widths'].values())) / u
+    out['rank_correlation'] = rank_correlation(t, d)
+  return out
+
+
+def _fmt_pm(mean, std, scale=100.0):
+  if np.isnan(mean):
+    return 'n/a'
+  return f'{mean * scale:.2f} ± {std * scale:.2f}'
+
+
+def markdown(results: dict) -> str:
+  r = results
+  lines = [f'# wt_jax results: {r["arch"]} at {r["resolution"]}px, '
+           f'{r["num_classes"]} classes', '',
+           f'Optimizer: {r["optimizer"]}; projection: '
+           + ', '.join(f'{k}={v}' for k, v in r['projection'].items())
+           + f'; stacking: {r["stacking"]}; seeds: {r["seeds"]}.', '',
+           '| arm | MACs | params | top-1 % (mean ± std) | top-5 % | '
+           'seeds | optimization cost (MAC·examples) | overhead vs direct | '
+           'optimization wall time | training wall time |',
+           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  ov = r.get('overhead', {})
+  direct_cost = ov.get('direct_cost_measured', ov.get('direct_cost_analytic'))
+  for arm, a in r['arms'].items():
+    if arm == 'uniform':
+      overhead = '-'
+    elif arm == 'direct':
+      overhead = '1x'
+    else:
+      overhead = (f'{direct_cost / a["opt_cost"]:.1f}x less'
+                  if a['opt_cost'] and direct_cost else '-')
+    lines.append(
+        f'| {ARM_LABELS[arm]} | {cost.human(a["macs"])} | {a["params"]:,} | '
+        f'{_fmt_pm(a["top1_mean"], a["top1_std"])} | '
+        f'{_fmt_pm(a["top5_mean"], a["top5_std"])} | {len(a["seeds"])} | '
+        f'{a["opt_cost"]:.3g} | {overhead} | {a["opt_wall_time_s"]:.1f} s | '
+        f'{a["train_wall_time_s"]:.1f} s |')
+  if ov:
+    lines += ['', '## Optimization overhead', '',
+              '| quantity | value |', '|---|---:|',
+              f'| projected optimization cost (MAC·examples) | '
+              f'{ov["projected_cost"]:.4g} |',
+              f'| direct optimization cost, analytic (same epochs) | '
+              f'{ov["direct_cost_analytic"]:.4g} |',
+              f'| reduction, analytic | {ov["cost_ratio"]:.1f}x |',
+              f'| of which MACs per example | {ov["macs_ratio"]:.2f}x |',
+              f'| of which training examples | {ov["data_ratio"]:.2f}x |',
+              f'| projected optimization wall time | '
+              f'{ov["projected_wall_time_s"]:.1f} s |']
+    if 'direct_cost_measured' in ov:
+      lines += [f'| direct optimization cost, measured | '
+                f'{ov["direct_cost_measured"]:.4g} |',
+                f'| reduction, measured cost | '
+                f'{ov["measured_cost_ratio"]:.1f}x |',
+                f'| direct optimization wall time | '
+                f'{ov["direct_wall_time_s"]:.1f} s |',
+                f'| reduction, wall time | {ov["wall_time_ratio"]:.1f}x |']
+  if 'rank_correlation' in r:
+    lines += ['', f'Rank correlation (Spearman) of transferred vs direct '
+              f'per-group multipliers: {r["rank_correlation"]:.3f}']
+  names = list(next(iter(r['arms'].values()))['widths']) if r['arms'] else []
+  if names:
+    arms = list(r['arms'])
+    lines += ['', '## Widths', '',
+              '| group | ' + ' | '.join(arms) + ' |',
+              '|---|' + '---:|' * len(arms)]
+    for n in names:
+      lines.append(f'| {n} | ' + ' | '.join(
+          str(r['arms'][a]['widths'][n]) for a in arms) + ' |')
+  lines += ['', '![widths](widths.png)', '', '![overhead](overhead.png)', '']
+  return '\n'.join(lines)
+
+
+def _png(fig) -> bytes:
+  buf = _io.BytesIO()
+  fig.savefig(buf, format='png', dpi=120, bbox_inches='tight')
+  return buf.getvalue()
+
+
+def plot_widths(results: dict) -> bytes:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  arms = list(results['arms'])
+  names = list(results['arms'][arms[0]]['widths'])
+  x = np.arange(len(names))
+  width = 0.8 / len(arms)
+  fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(names) + 2), 4.5))
+  for i, arm in enumerate(arms):
+    vals = [results['arms'][arm]['widths'][n] for n in names]
+    ax.bar(x + (i - (len(arms) - 1) / 2) * width, vals, width,
+           label=f'{ARM_LABELS[arm]} ({cost.human(results["arms"][arm]["macs"])}'
+                 ' MACs)')
+  ax.set_xticks(x)
+  ax.set_xticklabels(names, rotation=90, fontsize=7)
+  ax.set_ylabel('channels')
+  ax.set_title(f'{results["arch"]}: per-group widths, network order')
+  ax.legend(fontsize=8)
+  ax.grid(axis='y', alpha=0.3)
+  data = _png(fig)
+  plt.close(fig)
+  return data
+
+
+def plot_overhead(results: dict) -> bytes:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  ov = results.get('overhead', {})
+  for arm, a in results['arms'].items():
+    if np.isnan(a['top1_mean']):
+      continue
+    y, e = 100 * a['top1_mean'], 100 * a['top1_std']
+    if arm == 'uniform':
+      ax.axhspan(y - e, y + e, color='gray', alpha=0.2)
+      ax.axhline(y, color='gray', ls='--', label='uniform baseline (no search)')
+    elif a['opt_cost'] > 0:
+      ax.errorbar([a['opt_cost']], [y], yerr=[e], fmt='o', capsize=4,
+                  label=ARM_LABELS[arm])
+  if 'direct' not in results['arms'] and ov.get('direct_cost_analytic'):
+    ax.axvline(ov['direct_cost_analytic'], color='C3', ls=':',
+               label='direct optimization cost (analytic)')
+  ax.set_xscale('log')
+  lo, hi = ax.get_ylim()
+  ax.set_ylim(lo, min(hi, 100.5))
+  ax.set_xlabel('width-optimization cost (MAC·examples, log)')
+  ax.set_ylabel('top-1 (%)')
+  ax.set_title('accuracy vs optimization cost')
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  data = _png(fig)
+  plt.close(fig)
+  return data
+
+
+def write_report(config, prob, proj, workdir: str) -> dict:
+  results = collect(config, prob, proj, workdir)
+  io.write_json(os.path.join(workdir, 'results.json'), results)
+  io.write_text(os.path.join(workdir, 'results.md'), markdown(results))
+  if results['arms']:
+    io.write_bytes(os.path.join(workdir, 'widths.png'), plot_widths(results))
+    io.write_bytes(os.path.join(workdir, 'overhead.png'),
+                   plot_overhead(results))
+  return results
