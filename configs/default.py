@@ -5,6 +5,8 @@ Validation of every field lives in `wt_jax.config_check`, run before any work.
 """
 import ml_collections
 
+from wt_jax import autoslim
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -67,6 +69,9 @@ def get_config():
   c.morphnet.shrink_to = 0.5  # stop once learned MACs <= this x start MACs
   c.morphnet.expand_to = 0.0  # > 0: FLOPs-match the result to this x start
   c.morphnet.min_width = 4  # no group is removed entirely
+  # AutoSlim: slimmable training + greedy slimming; fields documented in
+  # wt_jax/autoslim.py.
+  c.autoslim = autoslim.default_config()
 
   # Projection of the problem to a cheap copy (all four compound).
   c.projection = ml_collections.ConfigDict()
