@@ -368,3 +368,25 @@ def identity_ties(arch: Arch, values: Sequence[int]) -> tuple[tuple[str, str],
 
 def default_resolution(arch: Arch) -> int:
   return 224 if arch.stem == 'imagenet' else 32
+
+
+def tie_units(arch: Arch, values: Sequence) -> tuple[tuple[str, ...], ...]:
+  """Groups merged across identity shortcuts, in network order.
+
+  Each unit is a tuple of group names that must keep one width (for
+  `values`, the widths in `groups(arch)` order); most units are one group.
+  MorphNet regularizes, AutoSlim slims and FLOPs matching scales a unit as
+  a whole.
+  """
+  names = [g.name for g in groups(arch)]
+  parent = {n: n for n in names}
+
+  def find(n):
+    while parent[n] != n:
+      n = parent[n]
+    return n
+
+  for a, b in identity_ties(arch, values):
+    parent[find(a)] = find(b)
+  roots = list(dict.fromkeys(find(n) for n in names))
+  return tuple(tuple(n for n in names if find(n) == r) for r in roots)

@@ -309,25 +309,13 @@ def make_space(widths: Widths, resolution: int, num_classes: int, *,
   """The slimming space of the full network `widths`."""
   spec = widths.spec
   names = list(widths.names)
-  parent = {n: n for n in names}
-
-  def find(n):
-    while parent[n] != n:
-      n = parent[n]
-    return n
-
   ties = architectures.identity_ties(spec, widths.values)
-  for a, b in ties:
-    parent[find(a)] = find(b)
-  roots = []
-  for n in names:
-    if find(n) not in roots:
-      roots.append(find(n))
-  units = tuple(tuple(n for n in names if find(n) == r) for r in roots)
+  units = architectures.tie_units(spec, widths.values)
   w = widths.as_dict()
   grids = tuple(width_grid(w[u[0]], step_fraction, min_width, min_fraction)
                 for u in units)
-  group_unit = tuple(roots.index(find(n)) for n in names)
+  unit_of = {n: i for i, unit in enumerate(units) for n in unit}
+  group_unit = tuple(unit_of[n] for n in names)
   index = {n: i for i, n in enumerate(names)}
   layers = tuple(_Layer(
       coeff=l.coeff, depthwise=l.kind == 'depthwise',

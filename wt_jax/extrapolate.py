@@ -89,27 +89,15 @@ def apply_multipliers(mults: np.ndarray, original_uniform: Widths
 
 
 def _tie_units(template: Widths, values=None) -> list[list[int]]:
-  """Group indices that must move together: identity-shortcut ties.
+  """Indices of the groups that must move together (identity ties).
 
   Ties are read off `values` (default: the template's widths): groups whose
   (unrounded) widths are equal where an identity shortcut would add them.
   """
   values = template.values if values is None else values
-  names = list(template.names)
-  parent = list(range(len(names)))
-
-  def find(i):
-    while parent[i] != i:
-      parent[i] = parent[parent[i]]
-      i = parent[i]
-    return i
-
-  for a, b in architectures.identity_ties(template.spec, values):
-    parent[find(names.index(a))] = find(names.index(b))
-  units: dict[int, list[int]] = {}
-  for i in range(len(names)):
-    units.setdefault(find(i), []).append(i)
-  return list(units.values())
+  index = {n: i for i, n in enumerate(template.names)}
+  return [[index[n] for n in unit]
+          for unit in architectures.tie_units(template.spec, values)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -76,22 +76,8 @@ def make_structure(widths: Widths, resolution: int,
                    num_classes: int) -> Structure:
   spec = widths.spec
   layers = architectures.layers(spec, widths.values, resolution, num_classes)
-  names = list(widths.names)
-  parent = {n: n for n in names}
-
-  def find(n):
-    while parent[n] != n:
-      n = parent[n]
-    return n
-
-  for a, b in architectures.identity_ties(spec, widths.values):
-    parent[find(a)] = find(b)
-  roots = []
-  for n in names:
-    if find(n) not in roots:
-      roots.append(find(n))
-  units = tuple(tuple(n for n in names if find(n) == r) for r in roots)
-  index = {n: roots.index(find(n)) for n in names}
+  units = architectures.tie_units(spec, widths.values)
+  index = {n: i for i, unit in enumerate(units) for n in unit}
   members = [[] for _ in units]
   convs = []
   for l in layers:
