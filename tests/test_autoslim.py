@@ -517,3 +517,27 @@ def test_optimize_on_digits_and_resume(tmp_path, monkeypatch):
   assert again.widths == result.widths
   assert len(calls) == len(hist) - 2
   assert again.examples == result.examples
+
+
+def test_candidate_val_batches_are_a_class_mixed_sample():
+  """Eval splits come in class order; the scored batches must not."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  labels = np.repeat(np.arange(10), 30).astype(np.int32)  # class order
+  batches = []
+  for i in range(0, 320, 32):
+    lab = np.zeros(32, np.int32)
+    mask = np.zeros(32, np.float32)
+    n = min(32, 300 - i)
+    lab[:n], mask[:n] = labels[i:i + n], 1.0
+    batches.append({'label': lab, 'mask': mask,
+                    'image': np.zeros((32, 2, 2, 3), np.float32)})
+  ds = tf.data.Dataset.from_tensor_slices(
+      {k: np.stack([b[k] for b in batches]) for k in batches[0]})
+  first = autoslim._take(ds, 2)  # pylint: disable=protected-access
+  assert len(np.unique(np.concatenate([b['label'] for b in first]))) <= 3
+  got = autoslim._sample_batches(ds, 2)  # pylint: disable=protected-access
+  assert len(got) == 2 and all(b['mask'].sum() == 32 for b in got)
+  assert len(np.unique(np.concatenate([b['label'] for b in got]))) == 10
+  assert autoslim._sample_batches(ds, 2) [0]['label'].tolist() == (
+      got[0]['label'].tolist())  # fixed sample
+  assert len(autoslim._sample_batches(ds, 0)) == 10

@@ -260,3 +260,13 @@ def test_flops_match_random_vectors_within_one_percent(arch, data):
   out = ex.flops_match(w, target, res, 10, divisor=d)
   assert 0.99 * target <= out.macs <= target
   chex.assert_equal(out.macs, cost.macs(out.widths, res, 10))
+
+
+def test_projection_rounds_uniform_widths_to_the_given_divisor():
+  data = ml_collections.ConfigDict(dict(sample_fraction=1.0, resolution=0))
+  half = ml_collections.ConfigDict(dict(width_mult=0.5))
+  small = W.uniform('resnet20_cifar', 0.5)  # 8/16/32
+  assert projection.project(small, 0.5, data, 32, half).uniform[
+      'stage1'] == 8  # divisor 8 cannot go below 8
+  p4 = projection.project(small, 0.5, data, 32, half, divisor=4).uniform
+  assert (p4['stage1'], p4['stage2'], p4['stage3']) == (4, 8, 16)

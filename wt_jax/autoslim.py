@@ -685,6 +685,27 @@ def _take(ds, n):
   return list(itertools.islice(it, n)) if n > 0 else list(it)
 
 
+def _sample_batches(ds, n, seed=0):
+  """`n` batches of a random, fixed subset of an eval stream (all if n = 0).
+
+  Eval splits come in index order, which is class order for `folder:` data,
+  so the first batches would hold one or two classes. This streams the split
+  once and keeps a seeded uniform sample of its real rows (masks preserved,
+  padding rows last), so candidates are scored on every class.
+  """
+  batches = _take(ds, 0)
+  if n <= 0 or n >= len(batches):
+    return batches
+  rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+  real = np.flatnonzero(rows['mask'] > 0)
+  size = len(batches[0]['mask'])
+  keep = np.sort(np.random.default_rng(seed).permutation(real)[:n * size])
+  pad = n * size - len(keep)
+  keep = np.concatenate([keep, np.flatnonzero(rows['mask'] == 0)[:pad]])
+  return [{k: v[keep[i * size:(i + 1) * size]] for k, v in rows.items()}
+          for i in range(n)]
+
+
 def optimize(config, data_config, widths: Widths, workdir: str):
   """AutoSlim from `widths`; see `optimizers.optimize` and the module doc."""
   # pylint: disable=g-import-not-at-top
@@ -734,7 +755,7 @@ def optimize(config, data_config, widths: Widths, workdir: str):
       seed=train.epoch_seed(int(config.seed), 1_000_003), train=True,
       process_index=pindex, process_count=pcount, num_epochs=1,
       drop_remainder=True), int(ac.calib_batches))
-  val = _take(data_lib.make_dataset(
+  val = _sample_batches(data_lib.make_dataset(
       data_config, 'val', batch_size=eval_batch_size, seed=0, train=False,
       process_index=pindex, process_count=pcount), int(ac.eval_batches))
   dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[

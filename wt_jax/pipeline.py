@@ -56,14 +56,16 @@ def problem(config) -> Problem:
   from wt_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   info = data_lib.dataset_info(config.data)
   uniform = widths_lib.uniform(config.arch, config.width_mult,
-                               depth=tuple(config.depth) or None)
+                               depth=tuple(config.depth) or None,
+                               divisor=config.transfer.divisor)
   return Problem(uniform, config.data, info.resolution, info.num_classes,
                  info.num_examples['train'])
 
 
 def projected(config, prob: Problem) -> projection.Projected:
   return projection.project(prob.uniform, config.width_mult, prob.data,
-                            prob.resolution, config.projection)
+                            prob.resolution, config.projection,
+                            divisor=config.transfer.divisor)
 
 
 def _path(workdir, *parts):

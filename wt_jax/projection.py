@@ -4,7 +4,8 @@ Four independent knobs (config block `projection`), freely combined; their
 savings compound:
 
 * `width_mult`: the projected net's uniform widths are the original's
-  uniform widths at `width_mult` x the original's width multiplier;
+  uniform widths at `width_mult` x the original's width multiplier
+  (rounded to multiples of the transfer divisor);
 * `depth_mult`: blocks per stage become max(1, round(depth_mult * n));
 * `sample_fraction`: multiplies the data's class-balanced training fraction;
 * `resolution`: the projected images' side (0 keeps the original's).
@@ -54,7 +55,7 @@ def validate(projection) -> None:
 
 
 def project(original_uniform: Widths, width_mult: float, data_config,
-            resolution: int, projection) -> Projected:
+            resolution: int, projection, divisor: int = 8) -> Projected:
   """Maps the original problem to the projected one.
 
   Args:
@@ -63,13 +64,17 @@ def project(original_uniform: Widths, width_mult: float, data_config,
     data_config: the original data config (`config.data`).
     resolution: the original image side.
     projection: the `config.projection` block.
+    divisor: uniform widths are rounded to multiples of it (MobileNetV2
+      rule); use the transfer divisor so that a small net's width 0.5 is
+      really half (ResNet-20's 16 channels -> 8 with divisor 8, but its 8
+      channels would stay 8; with divisor 4 they become 4).
   """
   validate(projection)
   spec = architectures.scale_depth(original_uniform.spec,
                                    projection.get('depth_mult', 1.0))
   uniform = widths_lib.uniform(original_uniform.arch,
                                width_mult * projection.get('width_mult', 1.0),
-                               depth=spec.depth)
+                               depth=spec.depth, divisor=divisor)
   data = ml_collections.ConfigDict(data_config.to_dict())
   data.sample_fraction = (data_config.sample_fraction *
                           projection.get('sample_fraction', 1.0))
