@@ -133,3 +133,15 @@ def test_identity_ties_follow_actual_widths():
   assert architectures.identity_ties(spec, wider.values) == ()
   assert architectures.identity_ties(architectures.get_arch('resnet50'),
                                      W.uniform('resnet50').values) == ()
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  from wt_jax import io  # pylint: disable=g-import-not-at-top
+  old = os.umask(0o022)
+  try:
+    io.write_text(str(tmp_path / 'a.txt'), 'x')
+  finally:
+    os.umask(old)
+  assert (tmp_path / 'a.txt').stat().st_mode & 0o777 == 0o644
+  assert (tmp_path / 'a.txt').read_text() == 'x'
