@@ -412,14 +412,11 @@ def _get(cfg, name, default):
 
 def slimmable_train_config(config):
   """`config.train` with AutoSlim's length and learning rate."""
+  from wt_jax import train  # pylint: disable=g-import-not-at-top
   ac = config.autoslim
-  tc = config.train.copy_and_resolve_references()
-  with tc.unlocked():
-    tc.epochs = float(ac.epochs)
-    tc.num_steps = int(ac.num_steps)
-    if ac.lr > 0:
-      tc.base_lr = float(ac.lr)
-  return tc
+  lr = {'base_lr': float(ac.lr)} if ac.lr > 0 else {}
+  return train.derive_train_config(config.train, epochs=float(ac.epochs),
+                                   num_steps=int(ac.num_steps), **lr)
 
 
 def train_macs_per_example(space: SlimSpace, num_random: int

@@ -192,18 +192,14 @@ def auto_strength(widths: Widths, resolution: int, num_classes: int,
 
 def structure_learning_train_config(config):
   """`config.train` with MorphNet's schedule: a fixed learning rate."""
+  from wt_jax import train  # pylint: disable=g-import-not-at-top
   mc = config.morphnet
-  tc = config.train.copy_and_resolve_references()
-  with tc.unlocked():
-    tc.epochs = float(mc.epochs)
-    tc.num_steps = int(mc.num_steps)
-    tc.base_lr = float(mc.lr)
-    tc.schedule = 'constant'
-    tc.warmup_epochs = 0.0
-    # No decay on BN scales: it would shrink every gamma, not only the
-    # expensive ones.
-    tc.decay_bn_and_bias = False
-  return tc
+  # No decay on BN scales: it would shrink every gamma, not only the
+  # expensive ones.
+  return train.derive_train_config(
+      config.train, epochs=float(mc.epochs), num_steps=int(mc.num_steps),
+      base_lr=float(mc.lr), schedule='constant', warmup_epochs=0.0,
+      decay_bn_and_bias=False)
 
 
 def optimize(config, data_config, widths: Widths, workdir: str):

@@ -168,6 +168,15 @@ def _tc(train_config, name):
 # ----------------------------------------------------------------------------
 
 
+def derive_train_config(train_config, **overrides):
+  """A copy of `train_config` with `overrides` set (width optimizers use it)."""
+  tc = train_config.copy_and_resolve_references()
+  with tc.unlocked():
+    for name, value in overrides.items():
+      tc[name] = value
+  return tc
+
+
 def maybe_initialize_distributed(config=None) -> bool:
   """`jax.distributed.initialize()` if `config.distributed` or
   WT_JAX_DISTRIBUTED=1; True when distributed. Call before touching devices.
