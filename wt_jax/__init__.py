@@ -5,9 +5,9 @@ Importing wt_jax sets one XLA:CPU default before jax is first imported:
 fusions off). jaxlib 0.10's default YNN fusions were measured slow in the
 backward pass on this project's CPU (1.6-2.1x faster ResNet train steps
 without them, as reported in the issue tracker); bench/train_throughput.py
-re-measures it side by side every run, and its latest run (results/bench.md)
-found no gain (0.96-0.98x) on a shared CPU, so treat the default as
-neutral-to-helpful, not proven. The flag is merged into any XLA_FLAGS you
+re-measures it side by side every run, and on this project's shared CPU
+its runs found 0.96-1.10x in wall time and 0.90-0.95x in CPU time
+(results/bench.md): treat the default as unproven, not as a speed-up. The flag is merged into any XLA_FLAGS you
 set; to keep XLA's default, set the flag yourself, e.g.
 `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=default`, or set
 WT_JAX_KEEP_XLA_FLAGS=1. It only affects XLA's CPU backend.
