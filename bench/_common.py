@@ -1,6 +1,6 @@
 """Shared helpers of the bench scripts (no jax import here).
 
-* `REPO` on sys.path, so `import wt_jax` and `from configs import default`
+* `REPO` on sys.path, so `import wt_jax` and `from wt_jax import defaults`
   work when a script runs as `python bench/<script>.py` from anywhere.
 * `Worker`: one contender in its own subprocess, driven over stdin/stdout
   (`run N` -> seconds for N steps), so contenders with different XLA flags
@@ -423,5 +423,5 @@ def write_fragment(path: Optional[str], text: str) -> None:
   """Writes a script's markdown section for run_all (atomically)."""
   if not path:
     return
-  from wt_jax import io  # pylint: disable=g-import-not-at-top
-  io.write_text(path, text)
+  from wt_jax import files  # pylint: disable=g-import-not-at-top
+  files.write_text(path, text)

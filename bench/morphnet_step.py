@@ -90,9 +90,9 @@ def step_comparison(args):
 
 
 def morphnet_run(args):
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from wt_jax import defaults
   from wt_jax import morphnet, widths as W  # pylint: disable=g-import-not-at-top,g-multiple-import
-  config = default.get_config()
+  config = defaults.get_config()
   config.arch = args.run_arch
   config.data.source = 'folder:' + C.cifar_folder()
   config.data.augment = 'cifar'

@@ -76,11 +76,11 @@ def _parts(widths, resolution, num_classes):
 
 def analytic_paper():
   """(a): ResNet-18 / ImageNet 224 / 1000 classes / 1.28M images."""
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from wt_jax import defaults
   from wt_jax import architectures, projection, widths as W  # pylint: disable=g-import-not-at-top,g-multiple-import
   orig = W.uniform('resnet18', 1.0)
   res, classes = 224, 1000
-  data = default.get_config().data
+  data = defaults.get_config().data
   data.source = 'imagenet2012'
   base = _parts(orig, res, classes)
   rows, brows, raw = [], [], {}
@@ -174,9 +174,9 @@ def _steady(workdir, batch):
 
 def measured_digits(args):
   """(b): MorphNet on digits, direct vs each projection."""
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from wt_jax import defaults
   from wt_jax import data as data_lib, morphnet, projection, widths as W  # pylint: disable=g-import-not-at-top,g-multiple-import
-  config = default.get_config()
+  config = defaults.get_config()
   config.arch = 'resnet20_cifar'
   config.data.source = 'digits'
   config.data.resolution = args.resolution

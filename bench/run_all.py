@@ -5,7 +5,7 @@ r"""Runs every benchmark and writes results/bench.md.
 
 Each script runs in its own subprocess (XLA reads its flags once per
 process) and writes its markdown section; this script prints them and writes
-results/bench.md atomically (`wt_jax.io.write_text`) with the exact command,
+results/bench.md atomically (`wt_jax.files.write_text`) with the exact command,
 the date, the machine (nproc, CPU model, memory, versions), a summary of the
 ratios against their targets, and every section with its reading. Progress
 goes to stderr. The exit status is non-zero if a script failed (its error is
@@ -179,8 +179,8 @@ def main():
       '## Summary', '', summary(results), '']
   text = '\n'.join(head) + '\n' + '\n'.join(sections)
   print(text)
-  from wt_jax import io  # pylint: disable=g-import-not-at-top
-  io.write_text(args.out, text)
+  from wt_jax import files  # pylint: disable=g-import-not-at-top
+  files.write_text(args.out, text)
   print(f'[run_all] wrote {args.out} ({total / 60:.1f} min)', file=sys.stderr)
   if failed:
     print(f'[run_all] failed: {", ".join(failed)}', file=sys.stderr)

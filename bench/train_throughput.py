@@ -423,9 +423,9 @@ def build_torch(arch, width_mult, batch_size, compile_model=False, warmup=3,
 def build_pipeline(batch_size, drain=16, warm_epochs=1):
   """(run, info) for the CIFAR-10 JPEG input pipeline of training."""
   import jax  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from wt_jax import defaults
   from wt_jax import data, train  # pylint: disable=g-import-not-at-top,g-multiple-import
-  dc = default.get_config().data
+  dc = defaults.get_config().data
   dc.source = 'folder:' + C.cifar_folder()
   dc.augment = 'cifar'
   dc.resolution = 0

@@ -10,11 +10,11 @@ r"""ResNet-20 on CIFAR-10: TFDS `cifar10`, or the local JPEGs through `folder:`.
 Projection: width 0.5 x depth 0.5 x 10% of the images x 16px.
 Result: see results/ (experiments/) for the runs made with this config.
 """
-from configs import default
+from wt_jax import defaults
 
 
 def get_config():
-  c = default.get_config()
+  c = defaults.get_config()
   c.arch = 'resnet20_cifar'
   c.data.source = 'cifar10'
   c.data.augment = 'cifar'

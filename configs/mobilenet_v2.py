@@ -5,11 +5,11 @@ r"""MobileNetV2 1.0 on ImageNet at 224, MorphNet, compound projection.
 Projection: width 0.5 x depth 0.5 x 10% of the images x 112px. Needs
 `imagenet2012` in TFDS_DATA_DIR. Result: not run here (CPU-only machine).
 """
-from configs import resnet18
+from wt_jax import defaults
 
 
 def get_config():
-  c = resnet18.get_config()
+  c = defaults.sibling(__file__, 'resnet18').get_config()
   c.arch = 'mobilenet_v2'
   c.train.weight_decay = 4e-5
   c.train.epochs = 150.0

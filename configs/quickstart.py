@@ -9,11 +9,11 @@ uniform network trained at equal MACs.
 
 Result: see README.md (the table there comes from this command).
 """
-from configs import default
+from wt_jax import defaults
 
 
 def get_config():
-  c = default.get_config()
+  c = defaults.get_config()
   c.arch = 'resnet20_cifar'
   c.data.source = 'digits'
   c.data.resolution = 16

@@ -12,11 +12,11 @@ README: the nominal 4 x 2 x 10 x 4 assumes every layer scales ideally).
 Needs `imagenet2012` prepared in TFDS_DATA_DIR (manual download).
 Result: not run here (CPU-only development machine); no figure to quote yet.
 """
-from configs import default
+from wt_jax import defaults
 
 
 def get_config():
-  c = default.get_config()
+  c = defaults.get_config()
   c.arch = 'resnet18'
   c.data.source = 'imagenet2012'
   c.data.resolution = 224

@@ -11,7 +11,7 @@ reduction against the direct arm of the same optimizer (measured cost ratio,
 analytic ratio from `projection.overhead`, wall-time ratio), the optimization
 wall time, and Spearman's rank correlation of the transferred and direct
 per-group multipliers (`report.rank_correlation`). Both files are written
-atomically (`wt_jax.io`). The hand-written reading of the numbers is
+atomically (`wt_jax.files`). The hand-written reading of the numbers is
 included from experiments/cifar10_reading.md when it exists.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import wt_jax  # noqa: E402,F401  pylint: disable=unused-import
 from experiments import configs as grid_configs  # noqa: E402
 from wt_jax import cost  # noqa: E402
-from wt_jax import io  # noqa: E402
+from wt_jax import files  # noqa: E402
 from wt_jax import optimizers  # noqa: E402
 from wt_jax import pipeline  # noqa: E402
 from wt_jax import projection  # noqa: E402
@@ -44,12 +44,12 @@ DIRECT_OF = {'morphnet': 'mn_direct', 'autoslim': 'as_direct'}
 
 
 def _read(path):
-  return io.read_json(path) if io.exists(path) else None
+  return files.read_json(path) if files.exists(path) else None
 
 
 def _widths(workdir, name):
   path = os.path.join(workdir, 'widths', f'{name}.json')
-  return widths_lib.load(path) if io.exists(path) else None
+  return widths_lib.load(path) if files.exists(path) else None
 
 
 def _wall_times(workdir):
@@ -209,7 +209,7 @@ def plot_widths(arms, path):
   buf = _io.BytesIO()
   fig.savefig(buf, format='png', dpi=110)
   plt.close(fig)
-  io.write_bytes(path, buf.getvalue())
+  files.write_bytes(path, buf.getvalue())
 
 
 def markdown(budget, root, arms, png_name, command):
@@ -430,7 +430,7 @@ def main():
   command = ('python experiments/make_results.py '
              f'--budget={args.budget} --workdir_root={args.workdir_root}')
   plot_widths(arms, os.path.join(args.out_dir, png))
-  io.write_text(os.path.join(args.out_dir, 'cifar10.md'),
+  files.write_text(os.path.join(args.out_dir, 'cifar10.md'),
                 markdown(args.budget, args.workdir_root, arms, png, command))
   print(f'wrote {os.path.join(args.out_dir, "cifar10.md")}')
 

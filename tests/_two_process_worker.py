@@ -29,8 +29,8 @@ def widths():
 
 def config(**train_overrides):
   """resnet_tiny on 8x8 digits; a few steps; no warm-up."""
-  from configs import default  # pylint: disable=g-import-not-at-top
-  c = default.get_config()
+  from wt_jax import defaults
+  c = defaults.get_config()
   c.arch = 'resnet_tiny'
   c.seed = 0
   c.data.source = 'digits'

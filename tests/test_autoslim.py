@@ -15,7 +15,7 @@ from wt_jax import autoslim
 from wt_jax import config_check
 from wt_jax import cost
 from wt_jax import data
-from wt_jax import io
+from wt_jax import files
 from wt_jax import models
 from wt_jax import optimizers
 from wt_jax import train
@@ -428,11 +428,11 @@ def test_greedy_slimming_stops_at_minimum():
 
 
 def _config():
-  from configs import default  # pylint: disable=g-import-not-at-top
-  c = default.get_config()
+  from wt_jax import defaults
+  c = defaults.get_config()
   c.arch = 'resnet_tiny'
   c.optimizer = 'autoslim'
-  c.autoslim = autoslim.default_config()
+  c.autoslim = defaults.autoslim()
   c.data.augment = 'none'
   c.train.batch_size = 32
   c.train.eval_batch_size = 64
@@ -487,7 +487,7 @@ def test_optimize_on_digits_and_resume(tmp_path, monkeypatch):
   assert cost.macs(result.widths, RES, CLASSES) <= d['target_macs']
   assert result.widths.same_structure(w) and d['reached_target']
   assert optimizers.load_result(workdir).widths == result.widths  # summary
-  hist = io.read_json(os.path.join(workdir, optimizers.HISTORY))
+  hist = files.read_json(os.path.join(workdir, optimizers.HISTORY))
   assert [r['macs'] for r in hist] == sorted((r['macs'] for r in hist),
                                              reverse=True)
   assert d['candidate_evaluations'] == sum(r['candidates'] for r in hist)
@@ -504,7 +504,7 @@ def test_optimize_on_digits_and_resume(tmp_path, monkeypatch):
   # from history.json (only the steps after the stored ones are evaluated).
   os.remove(os.path.join(workdir, optimizers.SUMMARY))
   hist_short = hist[:2]
-  io.write_json(os.path.join(workdir, optimizers.HISTORY), hist_short)
+  files.write_json(os.path.join(workdir, optimizers.HISTORY), hist_short)
   calls = []
   original = autoslim.CandidateEvaluator.evaluate
 

@@ -9,12 +9,12 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import default
+from wt_jax import defaults
 from wt_jax import data
 
 
 def _config(**overrides):
-  config = default.get_config().data
+  config = defaults.get_config().data
   config.update(overrides)
   return config
 

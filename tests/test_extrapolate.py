@@ -6,6 +6,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from wt_jax import cost
+from wt_jax import errors
 from wt_jax import extrapolate as ex
 from wt_jax import projection
 from wt_jax import widths as W
@@ -136,7 +137,7 @@ def test_compound_projection():
                                           ('resolution', 1.5)])
 def test_projection_fields_out_of_range(field, value):
   p = ml_collections.ConfigDict({field: value})
-  with pytest.raises(projection.ProjectionError, match=f'projection.{field}'):
+  with pytest.raises(errors.ConfigError, match=f'projection.{field}'):
     projection.validate(p)
 
 

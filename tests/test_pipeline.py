@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import default
+from wt_jax import defaults
 from configs import quickstart
 from wt_jax import config_check
 from wt_jax import cost
@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _tiny_config(**over):
   """resnet_tiny on 8x8 digits, a few steps per stage."""
-  c = default.get_config()
+  c = defaults.get_config()
   c.arch = 'resnet_tiny'
   c.data.source = 'digits'
   c.data.augment = 'none'

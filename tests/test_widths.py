@@ -137,10 +137,10 @@ def test_identity_ties_follow_actual_widths():
 
 def test_atomic_writes_respect_the_umask(tmp_path):
   import os  # pylint: disable=g-import-not-at-top
-  from wt_jax import io  # pylint: disable=g-import-not-at-top
+  from wt_jax import files  # pylint: disable=g-import-not-at-top
   old = os.umask(0o022)
   try:
-    io.write_text(str(tmp_path / 'a.txt'), 'x')
+    files.write_text(str(tmp_path / 'a.txt'), 'x')
   finally:
     os.umask(old)
   assert (tmp_path / 'a.txt').stat().st_mode & 0o777 == 0o644

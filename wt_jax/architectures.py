@@ -8,10 +8,11 @@ This module is where the *structure* of a width vector is born:
   set of conv outputs that must share one channel count, so a width vector
   is one integer per group.
 * `layers(arch, values, resolution, num_classes)` lists every conv, depthwise
-  conv and FC layer with its input group, output group, kernel, stride,
-  output size and Flax parameter paths. The cost counter (`wt_jax.cost`) and
-  the MorphNet regularizer (`wt_jax.morphnet`) both read this one list; the
-  Flax models (`wt_jax.models`) are tested to have exactly these parameters.
+  conv and FC layer (`graph.Layer`) with its input group, output group,
+  kernel, stride, output size and Flax parameter paths, and `layer_graph`
+  compiles it (`graph.LayerGraph`): the one form the cost counter
+  (`wt_jax.cost`), MorphNet and AutoSlim count over. The Flax models
+  (`wt_jax.models`) are tested to have exactly these parameters.
 * `identity_ties(arch, values)` lists the pairs of groups that an identity
   shortcut adds together; such groups must keep equal widths.
 
@@ -42,6 +43,9 @@ import dataclasses
 import math
 from typing import Optional, Sequence
 
+from wt_jax import graph
+from wt_jax.errors import ArchError
+from wt_jax.graph import Layer, conv_out
 FAMILIES = ('resnet', 'mobilenet_v2')
 
 
@@ -114,10 +118,6 @@ _REGISTRY['mobilenet_v2_tiny'] = dict(
     depth=(1, 2, 2), strides=(1, 2, 2))
 
 NAMES = tuple(_REGISTRY)
-
-
-class ArchError(ValueError):
-  """An unknown architecture name or an invalid depth."""
 
 
 def get_arch(name: str, depth: Optional[Sequence[int]] = None) -> Arch:
@@ -219,58 +219,6 @@ def uniform_values(arch: Arch, width_mult: float = 1.0,
             round(block_in * arch.expansion[s - 1]))
     prev = stream
   return tuple(vals[g.name] for g in groups(arch))
-
-
-@dataclasses.dataclass(frozen=True)
-class Layer:
-  """One conv, depthwise conv or FC layer of a network.
-
-  `in_group` is None where the input is the image (constant channels);
-  `out_group` is None for the FC logits (constant classes). `path` is the Flax
-  parameter path of the kernel and `bn` that of the batch norm after it.
-  MACs and params follow the usual conventions: a conv's MACs are
-  kh*kw*H_out*W_out*C_in*C_out/groups (taps that fall into padding count, as in
-  the published counts), params are kernel weights + FC bias + BN scale and
-  bias (BN running statistics are state, not params).
-  """
-  name: str
-  kind: str  # 'conv' | 'depthwise' | 'fc'
-  kernel: int
-  stride: int
-  in_channels: int
-  out_channels: int
-  in_size: int
-  out_size: int
-  in_group: Optional[str]
-  out_group: Optional[str]
-  path: tuple[str, ...]
-  bn: Optional[tuple[str, ...]]
-
-  @property
-  def coeff(self) -> int:
-    """kh*kw*H_out*W_out: MACs per (input channel, output channel) pair."""
-    return self.kernel * self.kernel * self.out_size * self.out_size
-
-  @property
-  def macs(self) -> int:
-    if self.kind == 'depthwise':
-      return self.coeff * self.out_channels
-    return self.coeff * self.in_channels * self.out_channels
-
-  @property
-  def params(self) -> int:
-    if self.kind == 'depthwise':
-      weights = self.kernel * self.kernel * self.out_channels
-    else:
-      weights = self.kernel * self.kernel * self.in_channels * self.out_channels
-    bias = self.out_channels if self.kind == 'fc' else 0
-    bn = 2 * self.out_channels if self.bn is not None else 0
-    return weights + bias + bn
-
-
-def conv_out(size: int, stride: int) -> int:
-  """Output side of a conv or pool with padding k//2 (odd k): ceil(n / s)."""
-  return -(-size // stride)
 
 
 def shortcut_is_projection(arch: Arch, stride: int, in_width: int,
@@ -378,15 +326,13 @@ def tie_units(arch: Arch, values: Sequence) -> tuple[tuple[str, ...], ...]:
   MorphNet regularizes, AutoSlim slims and FLOPs matching scales a unit as
   a whole.
   """
-  names = [g.name for g in groups(arch)]
-  parent = {n: n for n in names}
+  return graph.tie_units([g.name for g in groups(arch)],
+                         identity_ties(arch, values))
 
-  def find(n):
-    while parent[n] != n:
-      n = parent[n]
-    return n
 
-  for a, b in identity_ties(arch, values):
-    parent[find(a)] = find(b)
-  roots = list(dict.fromkeys(find(n) for n in names))
-  return tuple(tuple(n for n in names if find(n) == r) for r in roots)
+def layer_graph(arch: Arch, values: Sequence[int], resolution: int,
+                num_classes: int) -> graph.LayerGraph:
+  """`layers(...)` compiled against the groups of `arch` (with its ties)."""
+  return graph.LayerGraph.build(
+      layers(arch, values, resolution, num_classes),
+      [g.name for g in groups(arch)], identity_ties(arch, values))

@@ -94,13 +94,13 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from wt_jax import architectures
 from wt_jax import cost as cost_lib
-from wt_jax import io
+from wt_jax import files
+from wt_jax.errors import ConfigError
 from wt_jax.widths import Widths
 
 # The BN momentum of `models` (nn.BatchNorm(momentum=0.9)); recalibration
@@ -112,33 +112,6 @@ FIELDS = ('epochs', 'num_steps', 'lr', 'step_fraction', 'min_fraction',
           'min_width', 'num_random', 'inplace_distillation', 'target_macs',
           'target_fraction', 'expand_to', 'calib_batches', 'eval_batches',
           'candidate_batch')
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The `config.autoslim` block."""
-  c = ml_collections.ConfigDict()
-  # Slimmable training (config.train's recipe otherwise: schedule, warm-up,
-  # batch size, weight decay, label smoothing on the full width's loss).
-  c.epochs = 5.0
-  c.num_steps = 0  # > 0 overrides epochs
-  c.lr = 0.0  # base_lr of slimmable training; 0 = config.train.base_lr
-  # The width grid of each group: full width x (1 - j x step_fraction),
-  # rounded, down to max(min_width, ceil(min_fraction x full width)).
-  c.step_fraction = 0.1
-  c.min_fraction = 0.1
-  c.min_width = 4
-  # Sandwich rule: full width + smallest + num_random random widths.
-  c.num_random = 2
-  c.inplace_distillation = True  # False: every width on the labels
-  # Greedy slimming: stop once the MACs are <= target_macs, or, when that is
-  # 0, <= target_fraction x the full network's MACs.
-  c.target_macs = 0
-  c.target_fraction = 0.5
-  c.expand_to = 0.0  # > 0: FLOPs-match the result to this x the full MACs
-  c.calib_batches = 10  # train batches (config.train.batch_size) for BN
-  c.eval_batches = 10  # val batches (config.train.eval_batch_size); 0 = all
-  c.candidate_batch = 0  # candidates per vmapped call; 0 = all units at once
-  return c
 
 
 # ----------------------------------------------------------------------------
@@ -768,11 +741,11 @@ def optimize(config, data_config, widths: Widths, workdir: str):
                   batch_size=batch_size, eval_batch_size=eval_batch_size,
                   trained_steps=int(metrics['steps']), seed=int(config.seed))
   history_path = os.path.join(workdir, optimizers.HISTORY)
-  history = io.read_json(history_path) if io.exists(history_path) else None
+  history = files.read_json(history_path) if files.exists(history_path) else None
 
   def save(h):
     if pindex == 0:
-      io.write_json(history_path, h)
+      files.write_json(history_path, h)
 
   history = greedy_slim(space, evaluator.evaluate, target, history=history,
                         settings=settings, eval_examples=eval_examples,
@@ -837,7 +810,6 @@ def optimize(config, data_config, widths: Widths, workdir: str):
 
 def validate_config(config) -> None:
   """Checks `config.autoslim`; raises config_check.ConfigError."""
-  from wt_jax.config_check import ConfigError  # pylint: disable=g-import-not-at-top
   ac = config.autoslim
 
   def bad(field, allowed):
@@ -851,7 +823,7 @@ def validate_config(config) -> None:
   missing = [f for f in FIELDS if f not in ac]
   if missing:
     raise ConfigError(f'config.autoslim is missing fields {missing} (see '
-                      'autoslim.default_config())')
+                      'wt_jax/defaults.py)')
 
   def number(field, integer=False):
     v = ac[field]

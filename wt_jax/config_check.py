@@ -14,10 +14,7 @@ from wt_jax import cost
 from wt_jax import extrapolate
 from wt_jax import projection
 from wt_jax import widths as widths_lib
-
-
-class ConfigError(ValueError):
-  """A config field with a value outside what is allowed."""
+from wt_jax.errors import ConfigError
 
 
 def _bad(field, value, allowed):
@@ -108,10 +105,7 @@ def validate(config) -> None:
     from wt_jax import autoslim  # pylint: disable=g-import-not-at-top
     autoslim.validate_config(config)
 
-  try:
-    projection.validate(config.projection)
-  except projection.ProjectionError as e:
-    raise ConfigError(str(e)) from e
+  projection.validate(config.projection)
   tr = config.transfer
   _choice(tr, 'stacking', extrapolate.STACKING_RULES, prefix='transfer.')
   _number(tr, 'target_macs', 0, integer=True, prefix='transfer.')

@@ -21,13 +21,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from typing import Optional, Sequence
+from typing import Optional
 
 from absl import app
 from absl import flags
 
+import numpy as np
+
 from wt_jax import architectures
+from wt_jax import validation
 from wt_jax import widths as widths_lib
+from wt_jax.errors import BadInputError
+from wt_jax.errors import EXIT_BAD_INPUT
+from wt_jax.graph import Layer
+from wt_jax.graph import LayerGraph
 from wt_jax.widths import Widths
 
 TRAIN_MACS_FACTOR = 3
@@ -35,11 +42,17 @@ TRAIN_MACS_FACTOR = 3
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-  layers: tuple[architectures.Layer, ...]
+  """The compiled layer graph of one width vector, and its totals."""
+  graph: LayerGraph
+  values: tuple[int, ...]  # the widths, in group order
+
+  @property
+  def layers(self) -> tuple[Layer, ...]:
+    return self.graph.layers
 
   @property
   def macs(self) -> int:
-    return sum(l.macs for l in self.layers)
+    return int(self.graph.macs(np.asarray(self.values, np.int64)))
 
   @property
   def params(self) -> int:
@@ -48,10 +61,11 @@ class Cost:
 
 def count(widths: Widths, resolution: int, num_classes: int = 1000) -> Cost:
   """Per-layer and total MACs and params of `widths` at `resolution`."""
-  if resolution < 1:
-    raise ValueError(f'resolution={resolution!r}; allowed: an integer >= 1')
-  return Cost(architectures.layers(widths.spec, widths.values, resolution,
-                                   num_classes))
+  validation.number('resolution', resolution, lo=1, integer=True)
+  validation.number('num_classes', num_classes, lo=1, integer=True)
+  return Cost(architectures.layer_graph(widths.spec, widths.values,
+                                        resolution, num_classes),
+              widths.values)
 
 
 def macs(widths: Widths, resolution: int, num_classes: int = 1000) -> int:
@@ -69,7 +83,7 @@ def train_macs_per_example(widths: Widths, resolution: int,
   return TRAIN_MACS_FACTOR * macs(widths, resolution, num_classes)
 
 
-def unpadded_macs(layer: architectures.Layer) -> int:
+def unpadded_macs(layer: Layer) -> int:
   """MACs of `layer` without the taps that fall into zero padding.
 
   XLA's cost analysis counts a convolution's FLOPs this way (2 per MAC), so
@@ -126,42 +140,57 @@ def to_json(widths: Widths, cost: Cost, resolution: int, num_classes: int
               for l in cost.layers])
 
 
-_ARCH = flags.DEFINE_string('arch', None,
-                            f'architecture: {", ".join(architectures.NAMES)}')
-_WIDTH_MULT = flags.DEFINE_float('width_mult', 1.0, 'uniform width multiplier')
-_DEPTH = flags.DEFINE_list('depth', [], 'blocks per stage, e.g. 2,2,2,2')
-_RESOLUTION = flags.DEFINE_integer('resolution', 0,
-                                   'input side (0: 224 ImageNet stem, 32 CIFAR)')
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'classes')
-_WIDTHS = flags.DEFINE_string('widths', None, 'width vector JSON file')
-_JSON = flags.DEFINE_bool('json', False, 'print one JSON object')
+def _define_flags():
+  """The CLI's flags; defined only when this module runs as the program."""
+  return dict(
+      arch=flags.DEFINE_string(
+          'arch', None, f'architecture: {", ".join(architectures.NAMES)}'),
+      width_mult=flags.DEFINE_float('width_mult', 1.0,
+                                    'uniform width multiplier'),
+      depth=flags.DEFINE_list('depth', [], 'blocks per stage, e.g. 2,2,2,2'),
+      resolution=flags.DEFINE_integer(
+          'resolution', 0, 'input side (0: 224 ImageNet stem, 32 CIFAR)'),
+      num_classes=flags.DEFINE_integer('num_classes', 1000, 'classes'),
+      widths=flags.DEFINE_string('widths', None, 'width vector JSON file'),
+      json=flags.DEFINE_bool('json', False, 'print one JSON object'))
 
 
-def main(argv: Sequence[str]) -> Optional[int]:
-  del argv
+def _depth_flag(items) -> Optional[list[int]]:
   try:
-    depth = [int(d) for d in _DEPTH.value] or None
-    if _WIDTHS.value:
-      widths = widths_lib.load(_WIDTHS.value, expect_arch=_ARCH.value,
+    return [int(d) for d in items] or None
+  except ValueError:
+    validation.fail('--depth', ','.join(items),
+                    'comma-separated integers >= 1, e.g. 2,2,2,2')
+
+
+def main(flag_values) -> int:
+  """Prints the cost table (or JSON); 0 on success, 2 on bad input."""
+  f = {k: v.value for k, v in flag_values.items()}
+  try:
+    depth = _depth_flag(f['depth'])
+    if f['widths']:
+      widths = widths_lib.load(f['widths'], expect_arch=f['arch'],
                                expect_depth=depth)
     else:
-      if not _ARCH.value:
-        raise ValueError('--arch is required (or --widths=FILE.json); known '
-                         f'architectures: {", ".join(architectures.NAMES)}')
-      widths = widths_lib.uniform(_ARCH.value, _WIDTH_MULT.value, depth)
-    resolution = (_RESOLUTION.value or
+      if not f['arch']:
+        validation.fail('--arch', None, 'one of ' +
+                        ', '.join(architectures.NAMES) +
+                        ' (or pass --widths=FILE.json)')
+      widths = widths_lib.uniform(f['arch'], f['width_mult'], depth)
+    resolution = (f['resolution'] or
                   architectures.default_resolution(widths.spec))
-    cost = count(widths, resolution, _NUM_CLASSES.value)
-  except ValueError as e:
+    result = count(widths, resolution, f['num_classes'])
+  except BadInputError as e:
     print(f'error: {e}', file=sys.stderr)
-    return 2
-  if _JSON.value:
-    print(json.dumps(to_json(widths, cost, resolution, _NUM_CLASSES.value)))
+    return EXIT_BAD_INPUT
+  if f['json']:
+    print(json.dumps(to_json(widths, result, resolution, f['num_classes'])))
   else:
-    print(f'resolution={resolution} num_classes={_NUM_CLASSES.value}')
-    print(table(widths, cost))
+    print(f'resolution={resolution} num_classes={f["num_classes"]}')
+    print(table(widths, result))
   return 0
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)))
+  _FLAGS = _define_flags()
+  app.run(lambda argv: sys.exit(main(_FLAGS)))

@@ -106,6 +106,8 @@ tf.config.set_visible_devices([], 'GPU')
 
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
+from wt_jax.errors import DataError  # pylint: disable=g-import-not-at-top
+
 AUGMENTS = ('cifar', 'imagenet', 'none')
 SPLITS = ('train', 'val', 'test')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')  # those of tfds ImageFolder
@@ -125,10 +127,6 @@ KNOWN_STATS = {
 }
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-class DataError(ValueError):
-  """Bad data or a bad `config.data` field; the message says what is allowed."""
 
 
 @dataclasses.dataclass(frozen=True)

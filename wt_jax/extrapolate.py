@@ -35,13 +35,12 @@ import numpy as np
 from wt_jax import architectures
 from wt_jax import cost
 from wt_jax import widths as widths_lib
-from wt_jax.widths import Widths, WidthError
+from wt_jax.errors import ConfigError
+from wt_jax.errors import InfeasibleTargetError
+from wt_jax.errors import WidthError
+from wt_jax.widths import Widths
 
 STACKING_RULES = ('stack_last_block', 'stack_average_block')
-
-
-class InfeasibleTargetError(ValueError):
-  """No rounded width vector of this structure meets the MACs target."""
 
 
 def dimension_match(optimized: Widths, projected_uniform: Widths
@@ -58,8 +57,8 @@ def depth_match(mults: np.ndarray, src: Widths, dst: Widths,
                 rule: str = 'stack_last_block') -> np.ndarray:
   """Maps `mults` (structure of `src`) onto the structure of `dst`."""
   if rule not in STACKING_RULES:
-    raise ValueError(f'transfer.stacking={rule!r}; allowed: '
-                     f'{", ".join(STACKING_RULES)}')
+    raise ConfigError(f'config.transfer.stacking={rule!r} is invalid; '
+                      f'allowed: {", ".join(STACKING_RULES)}')
   if src.arch != dst.arch:
     raise WidthError(f'depth matching needs the same architecture, got '
                      f'{src.arch} and {dst.arch}')

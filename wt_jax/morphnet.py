@@ -217,7 +217,7 @@ def optimize(config, data_config, widths: Widths, workdir: str):
   from wt_jax import cost as cost_lib
   from wt_jax import data as data_lib
   from wt_jax import extrapolate
-  from wt_jax import io
+  from wt_jax import files
   from wt_jax import optimizers
   from wt_jax import train
   # pylint: enable=g-import-not-at-top
@@ -231,7 +231,7 @@ def optimize(config, data_config, widths: Widths, workdir: str):
   threshold = float(mc.threshold)
   stop_macs = float(mc.shrink_to) * start_macs if mc.shrink_to > 0 else -1
   history_path = os.path.join(workdir, optimizers.HISTORY)
-  history = io.read_json(history_path) if io.exists(history_path) else []
+  history = files.read_json(history_path) if files.exists(history_path) else []
   chosen = {}
 
   def export(step, state):
@@ -245,7 +245,7 @@ def optimize(config, data_config, widths: Widths, workdir: str):
     del history[len([h for h in history if h['step'] < step]):]
     history.append(record)
     if jax.process_index() == 0:
-      io.write_json(history_path, history)
+      files.write_json(history_path, history)
     chosen['widths'] = learned
     stop = 0 <= macs <= stop_macs
     return dict(learned_macs=macs, learned_macs_fraction=macs / start_macs,

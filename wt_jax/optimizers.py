@@ -23,7 +23,7 @@ import dataclasses
 import os
 from typing import Any, Callable
 
-from wt_jax import io
+from wt_jax import files
 from wt_jax import widths as widths_lib
 from wt_jax.widths import Widths
 
@@ -50,15 +50,15 @@ class OptimizeResult:
 def save_result(workdir: str, result: OptimizeResult) -> None:
   """Writes widths.json, then summary.json (the completion marker)."""
   widths_lib.save(os.path.join(workdir, WIDTHS), result.widths)
-  io.write_json(os.path.join(workdir, SUMMARY), result.summary())
+  files.write_json(os.path.join(workdir, SUMMARY), result.summary())
 
 
 def load_result(workdir: str):
   """The stored result of a finished optimization, or None."""
   path = os.path.join(workdir, SUMMARY)
-  if not io.exists(path):
+  if not files.exists(path):
     return None
-  s = io.read_json(path)
+  s = files.read_json(path)
   return OptimizeResult(widths_lib.from_json(s['widths'], source=path),
                         s['train_macs'], s['examples'], s['epochs'],
                         s['wall_time_s'], s['details'])

@@ -30,7 +30,7 @@ import jax
 
 from wt_jax import cost
 from wt_jax import extrapolate
-from wt_jax import io
+from wt_jax import files
 from wt_jax import optimizers
 from wt_jax import projection
 from wt_jax import widths as widths_lib
@@ -159,13 +159,13 @@ def stage_train(config, arm: str, workdir: str) -> None:
   widths = _arm_widths(workdir, arm)
   for seed in config.seeds:
     out = _final_path(workdir, arm, seed)
-    if io.exists(out):
+    if files.exists(out):
       continue
     metrics = train.train_and_evaluate(
         config, widths, os.path.dirname(out), seed=int(seed),
         eval_split='test')
     if _is_main():
-      io.write_json(out, dict(arm=arm, seed=int(seed), **metrics))
+      files.write_json(out, dict(arm=arm, seed=int(seed), **metrics))
 
 
 # ----------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def run(config, workdir: str) -> Optional[dict]:
   proj = projected(config, prob)
   config_check.validate_against_problem(config, prob, proj)
   if _is_main():
-    io.write_json(_path(workdir, 'config.json'), config.to_dict())
+    files.write_json(_path(workdir, 'config.json'), config.to_dict())
     widths_lib.save(_widths_path(workdir, 'uniform'), prob.uniform,
                     macs=cost.macs(prob.uniform, prob.resolution,
                                    prob.num_classes),
@@ -211,7 +211,7 @@ def run(config, workdir: str) -> Optional[dict]:
   result = None
   for stage in selected:
     done = outputs(config, stage, workdir)
-    if done and all(io.exists(p) for p in done):
+    if done and all(files.exists(p) for p in done):
       logging.info('Stage %s: done already, skipped.', stage)
       continue
     logging.info('Stage %s ...', stage)

@@ -20,14 +20,11 @@ from typing import Any
 import ml_collections
 
 from wt_jax import architectures
+from wt_jax import validation
 from wt_jax import widths as widths_lib
 from wt_jax.widths import Widths
 
 FIELDS = ('width_mult', 'depth_mult', 'sample_fraction', 'resolution')
-
-
-class ProjectionError(ValueError):
-  """A projection field out of its range."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,20 +35,15 @@ class Projected:
 
 
 def validate(projection) -> None:
-  """Raises ProjectionError naming the field, its value and the range."""
-  unknown = set(projection.keys()) - set(FIELDS)
-  if unknown:
-    raise ProjectionError(f'projection has unknown fields {sorted(unknown)}; '
-                          f'allowed: {", ".join(FIELDS)}')
+  """Raises ConfigError naming the field, its value and the range."""
+  f = validation.Fields(projection, 'projection')
+  f.known(FIELDS)
   for field in ('width_mult', 'depth_mult', 'sample_fraction'):
-    value = projection.get(field, 1.0)
-    if not (isinstance(value, (int, float)) and 0 < value <= 1):
-      raise ProjectionError(f'projection.{field}={value!r}; allowed: a '
-                            'number in (0, 1]')
-  res = projection.get('resolution', 0)
-  if not (isinstance(res, int) and res >= 0):
-    raise ProjectionError(f'projection.resolution={res!r}; allowed: an '
-                          'integer >= 1, or 0 to keep the original resolution')
+    if field in projection:
+      f.number(field, 0, 1, lo_open=True)
+  if 'resolution' in projection:
+    f.number('resolution', 0, integer=True,
+             note='0 keeps the original resolution')
 
 
 def project(original_uniform: Widths, width_mult: float, data_config,

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from wt_jax import cost
-from wt_jax import io
+from wt_jax import files
 from wt_jax import optimizers
 from wt_jax import projection
 from wt_jax import widths as widths_lib
@@ -29,7 +29,7 @@ ARM_LABELS = {'uniform': 'uniform baseline', 'transferred': 'transferred',
 
 
 def _load(path) -> Optional[Any]:
-  return io.read_json(path) if io.exists(path) else None
+  return files.read_json(path) if files.exists(path) else None
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -60,7 +60,7 @@ def collect(config, prob, proj, workdir: str) -> dict:
   arms = {}
   for arm in ('uniform', 'transferred', 'direct'):
     path = os.path.join(workdir, 'widths', f'{arm}.json')
-    if not io.exists(path):
+    if not files.exists(path):
       continue
     w = widths_lib.load(path)
     finals = [f for f in (_load(os.path.join(workdir, 'train', arm,
@@ -251,10 +251,10 @@ def plot_overhead(results: dict) -> bytes:
 
 def write_report(config, prob, proj, workdir: str) -> dict:
   results = collect(config, prob, proj, workdir)
-  io.write_json(os.path.join(workdir, 'results.json'), results)
-  io.write_text(os.path.join(workdir, 'results.md'), markdown(results))
+  files.write_json(os.path.join(workdir, 'results.json'), results)
+  files.write_text(os.path.join(workdir, 'results.md'), markdown(results))
   if results['arms']:
-    io.write_bytes(os.path.join(workdir, 'widths.png'), plot_widths(results))
-    io.write_bytes(os.path.join(workdir, 'overhead.png'),
+    files.write_bytes(os.path.join(workdir, 'widths.png'), plot_widths(results))
+    files.write_bytes(os.path.join(workdir, 'overhead.png'),
                    plot_overhead(results))
   return results

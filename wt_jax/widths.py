@@ -23,11 +23,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from wt_jax import architectures
-from wt_jax import io
-
-
-class WidthError(ValueError):
-  """An invalid width vector or width file."""
+from wt_jax import files
+from wt_jax.errors import WidthError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,15 +185,15 @@ def from_json(obj: Mapping[str, Any], *, expect_arch: Optional[str] = None,
 
 def save(path: str, widths: Widths, **extra: Any) -> None:
   """Writes `widths` (plus any JSON-able `extra` fields) atomically."""
-  io.write_json(path, to_json(widths, **extra))
+  files.write_json(path, to_json(widths, **extra))
 
 
 def load(path: str, *, expect_arch: Optional[str] = None,
          expect_depth: Optional[Sequence[int]] = None) -> Widths:
-  if not io.exists(path):
+  if not files.exists(path):
     raise WidthError(f'widths file {path!r} does not exist')
   try:
-    obj = io.read_json(path)
+    obj = files.read_json(path)
   except ValueError as e:
     raise WidthError(f'widths file {path!r} is not valid JSON: {e}') from e
   return from_json(obj, expect_arch=expect_arch, expect_depth=expect_depth,

@@ -117,8 +117,15 @@ import optax
 import orbax.checkpoint as ocp
 
 from wt_jax import cost
-from wt_jax import io
+from wt_jax import files
 from wt_jax import models
+from wt_jax.errors import CheckpointMismatchError
+from wt_jax.errors import NonFiniteLossError
+from wt_jax.train.sharding import batch_sharding
+from wt_jax.train.sharding import global_batch
+from wt_jax.train.sharding import make_mesh
+from wt_jax.train.sharding import replicated
+from wt_jax.train.sharding import to_host
 from wt_jax.widths import Widths
 
 # `loss_fn(model, params, batch_stats, batch, rng, train_config)
@@ -142,19 +149,6 @@ STRUCTURE_FILE = 'structure.json'
 METRICS_FILE = 'metrics.jsonl'
 
 
-class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or inf."""
-
-  def __init__(self, step: int, value: float, message: str):
-    super().__init__(message)
-    self.step = step
-    self.value = value
-
-
-class CheckpointMismatchError(ValueError):
-  """The checkpoints in workdir belong to another width vector or model."""
-
-
 def _tc(train_config, name):
   """`train_config.name`, or its default when the field is absent."""
   try:
@@ -175,51 +169,6 @@ def derive_train_config(train_config, **overrides):
     for name, value in overrides.items():
       tc[name] = value
   return tc
-
-
-def maybe_initialize_distributed(config=None) -> bool:
-  """`jax.distributed.initialize()` if `config.distributed` or
-  WT_JAX_DISTRIBUTED=1; True when distributed. Call before touching devices.
-
-  Arguments come from the environment (JAX_COORDINATOR_ADDRESS, ...) or the
-  cluster's auto-detection (Slurm, Open MPI, TPU, ...).
-  """
-  wanted = bool(config is not None and config.get('distributed', False))
-  wanted |= os.environ.get('WT_JAX_DISTRIBUTED', '') == '1'
-  if wanted and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
-  return wanted
-
-
-def make_mesh(devices=None) -> Mesh:
-  """A 1-D mesh with axis 'data' over `devices` (default: all devices)."""
-  devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), ('data',))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P('data'))
-
-
-def global_batch(mesh: Mesh, local_batch: Mapping[str, np.ndarray]):
-  """This process's numpy batch -> global jax.Arrays sharded over 'data'."""
-  sharding = batch_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x),
-      dict(local_batch))
-
-
-def to_host(tree):
-  """Replicated (or fully addressable) jax.Arrays -> numpy, on every host."""
-  def get(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(x.addressable_data(0))
-    return np.asarray(x)
-  return jax.tree.map(get, tree)
 
 
 # ----------------------------------------------------------------------------
@@ -646,7 +595,7 @@ class _Records:
     self.writer = metric_writers.create_default_writer(
         workdir if workdir else None, just_logging=not self.primary,
         asynchronous=True)
-    if self.path and io.exists(self.path):
+    if self.path and files.exists(self.path):
       self._truncate(resume_step)
 
   def _truncate(self, step):
@@ -659,7 +608,7 @@ class _Records:
         continue
       if rec.get('step', 0) <= step and rec.get('kind') != 'final':
         self.lines.append(json.dumps(rec))
-    io.write_text(self.path, ''.join(k + '\n' for k in self.lines))
+    files.write_text(self.path, ''.join(k + '\n' for k in self.lines))
 
   def write(self, kind: str, step: int, values: Mapping[str, Any]):
     scalars = {k: v for k, v in values.items()
@@ -671,7 +620,7 @@ class _Records:
       line = json.dumps({'kind': kind, 'step': int(step), **_jsonable(values)})
       if self.remote:
         self.lines.append(line)
-        io.write_text(self.path, ''.join(k + '\n' for k in self.lines))
+        files.write_text(self.path, ''.join(k + '\n' for k in self.lines))
       else:
         with open(self.path, 'a') as f:
           f.write(line + '\n')
@@ -801,8 +750,8 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
     structure_path = _join(ckpt_dir, STRUCTURE_FILE)
     if latest is not None:
       try:  # Before any restore: same widths, architecture and shapes?
-        if io.exists(structure_path):
-          check_structure(io.read_json(structure_path), structure, ckpt_dir)
+        if files.exists(structure_path):
+          check_structure(files.read_json(structure_path), structure, ckpt_dir)
         else:
           _check_shapes(_orbax_shapes(manager, latest), structure['shapes'],
                         ckpt_dir)
@@ -815,7 +764,7 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
       state, progress = restored.state, dict(restored.progress)
       logging.info('Resumed from %s at step %d.', ckpt_dir, latest)
     elif pindex == 0:
-      io.write_json(structure_path, structure)
+      files.write_json(structure_path, structure)
   if state is None:
     state = create_state(init, target)
   start_step = int(to_host(state.step))

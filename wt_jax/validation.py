@@ -1,0 +1,138 @@
+"""One way to check a config block, with one message format.
+
+Every check names the field by its full path, the value and what is allowed:
+
+    config.autoslim.step_fraction=1.5 is invalid; allowed: a number in (0, 1)
+
+Each stage validates the block it owns with a `Fields` over that block
+(`data.validate`, `morphnet.validate`, `autoslim.validate`, ...), and
+`pipeline.validate` calls them all before any work starts.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable, Optional, Sequence, Type
+
+from wt_jax.errors import ConfigError
+
+_MISSING = object()
+
+
+def fail(path: str, value: Any, allowed: str,
+         error: Type[Exception] = ConfigError):
+  """Raises `error('<path>=<value> is invalid; allowed: <allowed>')`."""
+  raise error(f'{path}={value!r} is invalid; allowed: {allowed}')
+
+
+def _range_text(kind: str, lo, hi, lo_open: bool, hi_open: bool) -> str:
+  if lo is not None and hi is not None:
+    return (f'{kind} in {"(" if lo_open else "["}{lo}, {hi}'
+            f'{")" if hi_open else "]"}')
+  if lo is not None:
+    return f'{kind} {">" if lo_open else ">="} {lo}'
+  if hi is not None:
+    return f'{kind} {"<" if hi_open else "<="} {hi}'
+  return kind
+
+
+def is_integer(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def number(path: str, value: Any, lo=None, hi=None, *, lo_open: bool = False,
+           hi_open: bool = False, integer: bool = False, note: str = '',
+           error: Type[Exception] = ConfigError) -> Any:
+  """Checks that `value` (named `path`) is a number within the bounds."""
+  kind = 'an integer' if integer else 'a number'
+  allowed = _range_text(kind, lo, hi, lo_open, hi_open) + (
+      f' ({note})' if note else '')
+  ok = is_integer(value) if integer else is_number(value)
+  if ok and lo is not None:
+    ok = value > lo if lo_open else value >= lo
+  if ok and hi is not None:
+    ok = value < hi if hi_open else value <= hi
+  if not ok:
+    fail(path, value, allowed, error)
+  return value
+
+
+class Fields:
+  """Checks the fields of one config block (`name` is its path: 'autoslim')."""
+
+  def __init__(self, block, name: str = '',
+               error: Type[Exception] = ConfigError):
+    self.block = block
+    self.name = name
+    self.error = error
+
+  def path(self, field: str) -> str:
+    return f'config.{self.name}.{field}' if self.name else f'config.{field}'
+
+  def value(self, field: str) -> Any:
+    try:
+      return self.block[field]
+    except (KeyError, AttributeError) as e:
+      raise self.error(f'{self.path(field)} is missing') from e
+
+  def fail(self, field: str, allowed: str, value: Any = _MISSING):
+    fail(self.path(field), self.value(field) if value is _MISSING else value,
+         allowed, self.error)
+
+  def number(self, field: str, lo=None, hi=None, *, lo_open: bool = False,
+             hi_open: bool = False, integer: bool = False,
+             note: str = '') -> Any:
+    """A number (an integer with `integer`) within the given bounds."""
+    return number(self.path(field), self.value(field), lo, hi,
+                  lo_open=lo_open, hi_open=hi_open, integer=integer,
+                  note=note, error=self.error)
+
+  def choice(self, field: str, allowed: Iterable[Any]) -> Any:
+    allowed = tuple(allowed)
+    value = self.value(field)
+    if value not in allowed:
+      self.fail(field, ', '.join(map(str, allowed)))
+    return value
+
+  def boolean(self, field: str) -> bool:
+    value = self.value(field)
+    if not isinstance(value, bool):
+      self.fail(field, 'True or False')
+    return value
+
+  def string(self, field: str, allowed: str = 'a string') -> str:
+    value = self.value(field)
+    if not isinstance(value, str):
+      self.fail(field, allowed)
+    return value
+
+  def integers(self, field: str, lo: int = 0, *, non_empty: bool = True,
+               unique: bool = False) -> tuple[int, ...]:
+    """A tuple of integers >= lo (optionally non-empty and without repeats)."""
+    value = self.value(field)
+    allowed = (f'{"a non-empty " if non_empty else "a "}tuple of '
+               f'{"distinct " if unique else ""}integers >= {lo}')
+    items = tuple(value) if isinstance(value, (tuple, list)) else None
+    if items is None or (non_empty and not items) or not all(
+        is_integer(v) and v >= lo for v in items):
+      self.fail(field, allowed)
+    if unique and len(set(items)) != len(items):
+      self.fail(field, allowed)
+    return items
+
+  def known(self, allowed: Sequence[str],
+            required: Optional[Sequence[str]] = None) -> None:
+    """No fields beyond `allowed`; every field of `required` present."""
+    keys = set(self.block.keys())
+    unknown = sorted(keys - set(allowed))
+    where = f'config.{self.name}' if self.name else 'config'
+    if unknown:
+      raise self.error(f'{where} has unknown fields {unknown}; allowed: '
+                       f'{", ".join(allowed)}')
+    missing = [f for f in (required or ()) if f not in keys]
+    if missing:
+      raise self.error(f'{where} is missing fields {missing}; see '
+                       'wt_jax/defaults.py for every field and its default')
