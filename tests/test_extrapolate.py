@@ -8,8 +8,15 @@ from hypothesis import assume, given, settings, strategies as st
 from wt_jax import cost
 from wt_jax import errors
 from wt_jax import extrapolate as ex
+from wt_jax import problem
 from wt_jax import projection
 from wt_jax import widths as W
+
+
+def _project(full, width_mult, data, resolution, knobs, **kw):
+  """The projected Problem of `full` (a nominal 1,000 training examples)."""
+  original = problem.Problem(full, data, resolution, 10, 1000, width_mult)
+  return projection.project(original, knobs, num_train=100, **kw)
 
 
 def _mults(w, **named):
@@ -20,10 +27,10 @@ def _mults(w, **named):
 
 def test_resnet18_depth_half_projection_structure():
   data = ml_collections.ConfigDict(dict(sample_fraction=1.0, resolution=0))
-  proj = projection.project(W.uniform('resnet18'), 1.0, data, 224,
+  proj = _project(W.uniform('resnet18'), 1.0, data, 224,
                             ml_collections.ConfigDict(dict(depth_mult=0.5)))
-  assert proj.uniform.depth == (1, 1, 1, 1)
-  assert proj.uniform.values == (64, 64, 64, 128, 128, 256, 256, 512, 512)
+  assert proj.widths.depth == (1, 1, 1, 1)
+  assert proj.widths.values == (64, 64, 64, 128, 128, 256, 256, 512, 512)
   assert proj.resolution == 224 and proj.data.sample_fraction == 1.0
 
 
@@ -99,10 +106,10 @@ def test_width_half_projection_extrapolates_to_uniform():
   """Width 0.5: optimized = projected uniform gives back the original."""
   full = W.uniform('resnet20_cifar')
   data = ml_collections.ConfigDict(dict(sample_fraction=1.0, resolution=0))
-  proj = projection.project(full, 1.0, data, 32,
+  proj = _project(full, 1.0, data, 32,
                             ml_collections.ConfigDict(dict(width_mult=0.5)))
-  assert proj.uniform.values[:2] == (8, 8)
-  out = ex.extrapolate(proj.uniform, proj.uniform, full, resolution=32,
+  assert proj.widths.values[:2] == (8, 8)
+  out = ex.extrapolate(proj.widths, proj.widths, full, resolution=32,
                        num_classes=10)
   assert out.widths == full and out.macs == cost.macs(full, 32, 10)
 
@@ -112,15 +119,15 @@ def test_compound_projection():
   data = ml_collections.ConfigDict(dict(sample_fraction=0.5, resolution=0))
   p = ml_collections.ConfigDict(dict(width_mult=0.5, depth_mult=0.5,
                                      sample_fraction=0.1, resolution=112))
-  proj = projection.project(full, 1.0, data, 224, p)
-  assert proj.uniform.depth == (1, 1, 1, 1)
-  assert proj.uniform['stage4'] == 256 and proj.uniform['stem'] == 32
+  proj = _project(full, 1.0, data, 224, p)
+  assert proj.widths.depth == (1, 1, 1, 1)
+  assert proj.widths['stage4'] == 256 and proj.widths['stem'] == 32
   assert proj.data.sample_fraction == pytest.approx(0.05)
   assert proj.resolution == 112 and proj.data.resolution == 112
   # Optimized: stage-4 blocks doubled relative to uniform, the rest unchanged.
-  opt = proj.uniform.replace([v * 2 if n == 'stage4/block1/conv1' else v
-                              for n, v in proj.uniform.as_dict().items()])
-  out = ex.extrapolate(opt, proj.uniform, full, resolution=224,
+  opt = proj.widths.replace([v * 2 if n == 'stage4/block1/conv1' else v
+                              for n, v in proj.widths.as_dict().items()])
+  out = ex.extrapolate(opt, proj.widths, full, resolution=224,
                        num_classes=1000)
   d = out.widths.as_dict()
   # Stacked blocks match up to the one-step top-up; the 2x survives scaling.
@@ -175,10 +182,10 @@ def _problem(draw):
   p = ml_collections.ConfigDict(dict(width_mult=width_mult,
                                      depth_mult=depth_mult))
   data = ml_collections.ConfigDict(dict(sample_fraction=1.0, resolution=0))
-  proj = projection.project(full, 1.0, data, 32, p)
-  m = draw(st.lists(st.floats(0.1, 1.5), min_size=len(proj.uniform),
-                    max_size=len(proj.uniform)))
-  opt = W.from_multipliers(proj.uniform, m, divisor=1, min_width=1)
+  proj = _project(full, 1.0, data, 32, p)
+  m = draw(st.lists(st.floats(0.1, 1.5), min_size=len(proj.widths),
+                    max_size=len(proj.widths)))
+  opt = W.from_multipliers(proj.widths, m, divisor=1, min_width=1)
   rule = draw(st.sampled_from(ex.STACKING_RULES))
   return full, proj, opt, rule
 
@@ -193,7 +200,7 @@ def _divisor(arch):
 def test_extrapolation_properties(problem):
   full, proj, opt, rule = problem
   d = _divisor(full.arch)
-  out = ex.extrapolate(opt, proj.uniform, full, rule=rule, resolution=32,
+  out = ex.extrapolate(opt, proj.widths, full, rule=rule, resolution=32,
                        num_classes=10, divisor=d, min_width=d)
   assert out.widths.same_structure(full)  # structure of the original
   assert out.widths.names == full.names
@@ -210,7 +217,7 @@ def test_flops_match_is_maximal_on_a_coarse_grid(problem):
   """Divisor 8 on 16-channel nets: 1% may be out of reach, but no single
   group step still fits under the target."""
   full, proj, opt, rule = problem
-  out = ex.extrapolate(opt, proj.uniform, full, rule=rule, resolution=32,
+  out = ex.extrapolate(opt, proj.widths, full, rule=rule, resolution=32,
                        num_classes=10)
   target = cost.macs(full, 32, 10)
   assert out.macs <= target
@@ -227,9 +234,9 @@ def test_scaling_optimized_widths_is_nearly_invariant(problem, c):
   full, proj, opt, rule = problem
   scaled = opt.replace([v * c for v in opt.values])
   d = _divisor(full.arch)
-  a = ex.extrapolate(opt, proj.uniform, full, rule=rule, resolution=32,
+  a = ex.extrapolate(opt, proj.widths, full, rule=rule, resolution=32,
                      num_classes=10, divisor=d).widths.array()
-  b = ex.extrapolate(scaled, proj.uniform, full, rule=rule, resolution=32,
+  b = ex.extrapolate(scaled, proj.widths, full, rule=rule, resolution=32,
                      num_classes=10, divisor=d).widths.array()
   assert np.max(np.abs(a - b)) <= d
 
@@ -267,7 +274,7 @@ def test_projection_rounds_uniform_widths_to_the_given_divisor():
   data = ml_collections.ConfigDict(dict(sample_fraction=1.0, resolution=0))
   half = ml_collections.ConfigDict(dict(width_mult=0.5))
   small = W.uniform('resnet20_cifar', 0.5)  # 8/16/32
-  assert projection.project(small, 0.5, data, 32, half).uniform[
+  assert _project(small, 0.5, data, 32, half).widths[
       'stage1'] == 8  # divisor 8 cannot go below 8
-  p4 = projection.project(small, 0.5, data, 32, half, divisor=4).uniform
+  p4 = _project(small, 0.5, data, 32, half, divisor=4).widths
   assert (p4['stage1'], p4['stage2'], p4['stage3']) == (4, 8, 16)

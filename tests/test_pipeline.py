@@ -10,14 +10,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from wt_jax import defaults
-from configs import quickstart
-from wt_jax import config_check
 from wt_jax import cost
 from wt_jax import data
-from wt_jax import morphnet
-from wt_jax import optimizers
+from wt_jax import defaults
+from wt_jax import errors
 from wt_jax import pipeline
+from wt_jax import problem
+from wt_jax import result as result_lib
+from wt_jax import width_optimizers
 from wt_jax import widths as W
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,7 @@ def _tiny_config(**over):
 
 
 def test_full_chain_writes_every_output(tmp_path):
-  c = _tiny_config(stages=pipeline.STAGES, seeds=(0, 1))
+  c = _tiny_config(stages=tuple(pipeline.STAGES), seeds=(0, 1))
   res = pipeline.run(c, str(tmp_path))
   for name in ('uniform', 'projected_uniform', 'projected_optimized',
                'transferred', 'direct_optimized', 'direct'):
@@ -79,13 +79,13 @@ def test_full_chain_writes_every_output(tmp_path):
   ov = res['overhead']
   assert ov['macs_ratio'] == pytest.approx(full / cost.macs(proj, 6, 10))
   n = data.dataset_info(c.data).num_examples['train']
-  n_proj = data.dataset_info(pipeline.projected(c, pipeline.problem(c)).data
-                             ).num_examples['train']
+  n_proj = data.dataset_info(pipeline.prepare(c, str(tmp_path)).projected
+                             .data).num_examples['train']
   assert n_proj == pytest.approx(n / 2, abs=10)  # class-balanced rounding
   assert ov['data_ratio'] == pytest.approx(n / n_proj)
   assert ov['cost_ratio'] == pytest.approx(ov['macs_ratio'] *
                                            ov['data_ratio'])
-  summary = optimizers.load_result(str(tmp_path / 'optimize'))
+  summary = result_lib.load(str(tmp_path / 'optimize'))
   assert ov['projected_cost'] == summary.train_macs == (
       cost.train_macs_per_example(proj, 6, 10) * 10 * 64)
   assert 'measured_cost_ratio' in ov and 'rank_correlation' in res
@@ -101,8 +101,9 @@ def test_rerun_skips_finished_stages(tmp_path, monkeypatch):
 
   def boom(*a, **k):
     raise AssertionError('a finished stage ran again')
-  monkeypatch.setattr(optimizers, 'optimize', boom)
-  monkeypatch.setattr(pipeline, 'stage_transfer', boom)
+  monkeypatch.setattr(width_optimizers, 'optimize', boom)
+  monkeypatch.setitem(pipeline.STAGES, 'transfer', pipeline.Stage(
+      boom, pipeline.STAGES['transfer'].outputs))
   pipeline.run(c, str(tmp_path))
   assert (tmp_path / 'widths' / 'transferred.json').read_text() == before
 
@@ -167,7 +168,7 @@ def test_quickstart_autoslim_runs_the_whole_chain(tmp_path):
     ('--config.stages=optimize,train_everything',
      "config.stages=.*allowed: a non-empty subset of optimize"),
     ('--config.projection.depth_mult=1.5',
-     r'projection.depth_mult=1.5; allowed: a number in \(0, 1\]'),
+     r'projection.depth_mult=1.5 is invalid; allowed: a number in \(0, 1\]'),
     ('--config.transfer.stacking=stack_first',
      "config.transfer.stacking='stack_first' is invalid; allowed: "
      'stack_last_block, stack_average_block'),
@@ -186,23 +187,21 @@ def test_widths_file_of_another_architecture_is_refused(tmp_path):
   path = tmp_path / 'w.json'
   W.save(str(path), W.uniform('resnet56_cifar'))
   c = _tiny_config(widths_file=str(path))
-  with pytest.raises(config_check.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match="config.widths_file: .*'resnet_tiny' is expected"):
     pipeline.run(c, str(tmp_path / 'wd'))
 
 
 def test_widths_file_skips_the_optimizer(tmp_path):
   c = _tiny_config(stages=('optimize', 'transfer'))
-  prob = pipeline.problem(c)
-  proj = pipeline.projected(c, prob)
-  opt = proj.uniform.replace([max(2, v // 2) for v in proj.uniform.values])
+  proj = pipeline.prepare(c, str(tmp_path / 'wd')).projected
+  opt = proj.widths.replace([max(2, v // 2) for v in proj.widths.values])
   W.save(str(tmp_path / 'opt.json'), opt)
   c.widths_file = str(tmp_path / 'opt.json')
   pipeline.run(c, str(tmp_path / 'wd'))
   assert W.load(str(tmp_path / 'wd' / 'widths' /
                     'projected_optimized.json')) == opt
-  assert optimizers.load_result(str(tmp_path / 'wd' / 'optimize')
-                                ).train_macs == 0
+  assert result_lib.load(str(tmp_path / 'wd' / 'optimize')).train_macs == 0
 
 
 def test_nan_in_training_exits_3(tmp_path):
@@ -224,8 +223,8 @@ def test_config_fields_are_checked(field, value):
     node = node[p]
   with c.unlocked() if hasattr(c, 'unlocked') else open(os.devnull):
     node[leaf] = value
-  with pytest.raises(config_check.ConfigError, match=f'config.{field}='):
-    config_check.validate(c)
+  with pytest.raises(errors.ConfigError, match=f'config.{field}='):
+    pipeline.validate(c)
 
 
 def test_morphnet_cuts_macs_while_loss_falls(tmp_path):
@@ -236,8 +235,11 @@ def test_morphnet_cuts_macs_while_loss_falls(tmp_path):
   c.morphnet.strength_knob = 8.0
   c.morphnet.shrink_to = 0.0  # run all steps
   c.morphnet.export_every = 20
-  w = W.uniform('resnet20_cifar', 0.5)
-  result = optimizers.optimize(c, c.data, w, str(tmp_path))
+  info = data.dataset_info(c.data)
+  prob = problem.Problem(W.uniform('resnet20_cifar', 0.5), c.data,
+                         info.resolution, info.num_classes,
+                         info.num_examples['train'])
+  result = width_optimizers.optimize(c, prob, str(tmp_path))
   d = result.details
   assert d['learned_macs'] <= 0.7 * d['start_macs']
   rows = [json.loads(l) for l in open(tmp_path / 'train' / 'metrics.jsonl')

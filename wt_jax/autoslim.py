@@ -676,13 +676,22 @@ def _sample_batches(ds, n, seed=0):
           for i in range(n)]
 
 
-def optimize(config, data_config, widths: Widths, workdir: str):
+def optimize(config, problem, workdir: str):
+  """AutoSlim (transitional shim until the package split lands)."""
+  return _optimize(config, problem.data, problem.widths, workdir)
+
+
+def validate(config):
+  return validate_config(config)
+
+
+def _optimize(config, data_config, widths: Widths, workdir: str):
   """AutoSlim from `widths`; see `optimizers.optimize` and the module doc."""
   # pylint: disable=g-import-not-at-top
   from wt_jax import data as data_lib
   from wt_jax import extrapolate
   from wt_jax import models
-  from wt_jax import optimizers
+  from wt_jax import result as optimizers
   from wt_jax import train
   # pylint: enable=g-import-not-at-top
   ac = config.autoslim

@@ -868,3 +868,6 @@ def clear_caches():
 def as_numpy(ds):
   """An iterator of dicts of numpy arrays over a dataset."""
   return iter(tfds.as_numpy(ds))
+
+
+validate = validate_data_config  # transitional

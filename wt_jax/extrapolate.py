@@ -34,6 +34,7 @@ import numpy as np
 
 from wt_jax import architectures
 from wt_jax import cost
+from wt_jax import validation
 from wt_jax import widths as widths_lib
 from wt_jax.errors import ConfigError
 from wt_jax.errors import InfeasibleTargetError
@@ -41,6 +42,16 @@ from wt_jax.errors import WidthError
 from wt_jax.widths import Widths
 
 STACKING_RULES = ('stack_last_block', 'stack_average_block')
+
+
+def validate(transfer) -> None:
+  """Checks the `config.transfer` block."""
+  f = validation.Fields(transfer, 'transfer')
+  f.choice('stacking', STACKING_RULES)
+  f.number('target_macs', 0, integer=True,
+           note="0 = the original uniform network's MACs")
+  f.number('divisor', 1, integer=True)
+  f.number('min_width', 1, integer=True)
 
 
 def dimension_match(optimized: Widths, projected_uniform: Widths

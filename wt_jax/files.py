@@ -11,6 +11,8 @@ import os
 import tempfile
 from typing import Any
 
+from etils import epath
+
 
 def _is_remote(path: str) -> bool:
   return '://' in str(path)
@@ -19,7 +21,6 @@ def _is_remote(path: str) -> bool:
 def write_bytes(path: str, data: bytes) -> None:
   path = str(path)
   if _is_remote(path):
-    from etils import epath  # pylint: disable=g-import-not-at-top
     epath.Path(path).write_bytes(data)
     return
   directory = os.path.dirname(os.path.abspath(path))
@@ -56,7 +57,6 @@ def write_json(path: str, obj: Any) -> None:
 def read_json(path: str) -> Any:
   path = str(path)
   if _is_remote(path):
-    from etils import epath  # pylint: disable=g-import-not-at-top
     return json.loads(epath.Path(path).read_text())
   with open(path) as f:
     return json.load(f)
@@ -65,6 +65,13 @@ def read_json(path: str) -> Any:
 def exists(path: str) -> bool:
   path = str(path)
   if _is_remote(path):
-    from etils import epath  # pylint: disable=g-import-not-at-top
     return epath.Path(path).exists()
   return os.path.exists(path)
+
+
+def read_text(path: str) -> str:
+  path = str(path)
+  if _is_remote(path):
+    return epath.Path(path).read_text()
+  with open(path) as f:
+    return f.read()

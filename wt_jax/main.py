@@ -15,6 +15,11 @@ from absl import logging
 from ml_collections import config_flags
 
 import wt_jax  # noqa: F401  (sets the XLA:CPU default before jax loads)
+from wt_jax import errors  # pylint: disable=g-bad-import-order
+from wt_jax import files
+from wt_jax import pipeline
+from wt_jax import train
+from wt_jax.workdir import Workdir
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
                                           lock_config=True)
@@ -23,10 +28,8 @@ _WORKDIR = flags.DEFINE_string(
 flags.mark_flags_as_required(['config'])
 
 
-def main(argv):
+def main(argv) -> int:
   del argv
-  from wt_jax import pipeline  # pylint: disable=g-import-not-at-top
-  from wt_jax import train  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   train.maybe_initialize_distributed(config)
   workdir = _WORKDIR.value or os.path.join(
@@ -34,17 +37,14 @@ def main(argv):
           flags.FLAGS['config'].config_filename))[0])
   try:
     results = pipeline.run(config, workdir)
-  except FloatingPointError as e:
+  except (errors.BadInputError, errors.NonFiniteLossError) as e:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
-    return 3
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return errors.exit_code(e)
   if results is not None:
-    print(open(os.path.join(workdir, 'results.md')).read())
+    print(files.read_text(Workdir(workdir).results_md))
   print(f'workdir: {os.path.abspath(workdir)}')
-  return 0
+  return errors.EXIT_OK
 
 
 if __name__ == '__main__':

@@ -6,9 +6,6 @@ read each conv's channel count from its group, so any width vector of the
 family builds a valid network, and the parameter paths are exactly those of
 `architectures.layers` (a test checks that, layer by layer).
 
-Named variants are `functools.partial`s of the two modules, as in the Flax
-ImageNet example; `ResNetTiny` and `MobileNetV2Tiny` are for tests.
-
 Every module's `__call__(x, train, masks=None)` accepts optional channel masks
 {group name: [C] array}: each conv's BN output is multiplied by the mask of
 its group, which makes a masked network compute exactly what the narrower
@@ -16,14 +13,13 @@ network with those channels removed computes (used by AutoSlim).
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from wt_jax import architectures
-from wt_jax.widths import Widths, uniform
+from wt_jax.widths import Widths
 
 # torchvision's init: He normal on fan-out for convs, BN scale 1, bias 0.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -240,27 +236,18 @@ class _InvertedResidual(_Net):
 
 _FAMILY_MODULE = {'resnet': ResNet, 'mobilenet_v2': MobileNetV2}
 
+# `config.dtype` -> the compute dtype (parameters stay float32).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
 
 def build_model(widths: Widths, num_classes: int,
                 dtype: Any = jnp.float32) -> nn.Module:
-  """The Flax module of `widths.arch` at `widths` (pure; no parameters yet)."""
+  """The Flax module of `widths.arch` at `widths` (pure; no parameters yet).
+
+  `dtype` is a jnp dtype or a `config.dtype` name ('float32', 'bfloat16').
+  """
+  dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
   return _FAMILY_MODULE[widths.spec.family](widths=widths,
                                             num_classes=num_classes,
                                             dtype=dtype)
 
-
-def _variant(module, arch, width_mult=1.0):
-  return functools.partial(module, widths=uniform(arch, width_mult))
-
-
-ResNet18 = _variant(ResNet, 'resnet18')
-ResNet34 = _variant(ResNet, 'resnet34')
-ResNet50 = _variant(ResNet, 'resnet50')
-ResNet101 = _variant(ResNet, 'resnet101')
-ResNet18Cifar = _variant(ResNet, 'resnet18_cifar')
-ResNet20Cifar = _variant(ResNet, 'resnet20_cifar')
-ResNet56Cifar = _variant(ResNet, 'resnet56_cifar')
-MobileNetV2_100 = _variant(MobileNetV2, 'mobilenet_v2')
-MobileNetV2Cifar = _variant(MobileNetV2, 'mobilenet_v2_cifar')
-ResNetTiny = _variant(ResNet, 'resnet_tiny')
-MobileNetV2Tiny = _variant(MobileNetV2, 'mobilenet_v2_tiny')

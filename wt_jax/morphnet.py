@@ -18,18 +18,20 @@ Follows MorphNet's GammaFlopsRegularizer, in JAX, over wt_jax's layer graph
   The FC layer counts like a 1x1 conv with `num_classes` constant outputs;
   the first conv's 3 image channels are constants (sum|gamma| = 0 for both).
 
-`cost` and `regularization_term` are separate functions of params, built once
-per width vector by `make_structure`; the term enters the loss as
-`strength * term` inside the jitted, sharded train step (an `extra_loss`),
-so it costs no pass over the data. With every channel alive, `cost` equals
-the analytic MACs of `wt_jax.cost` (tested for every architecture).
+`alive_macs` (the cost) and `regularization_term` are separate functions of
+params over a `Structure` built once per width vector by `make_structure`;
+both count over the one compiled layer form (`graph.LayerGraph`) that
+`wt_jax.cost` uses. The term enters the loss as `strength * term` inside the
+jitted, sharded train step (an `extra_loss`), so it costs no pass over the
+data. With every channel alive, `alive_macs` equals the analytic MACs of
+`wt_jax.cost` (tested for every architecture).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping
 
 from absl import logging
 import jax
@@ -37,6 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from wt_jax import architectures
+from wt_jax import cost
+from wt_jax import files
+from wt_jax import result as result_lib
+from wt_jax import train
+from wt_jax import validation
+from wt_jax.graph import LayerGraph
+from wt_jax.problem import Problem
 from wt_jax.widths import Widths
 
 # MorphNet's examples use 1e-3..0.5. With BN scales initialised at 1, no
@@ -48,48 +57,29 @@ DEFAULT_THRESHOLD = 1e-2
 
 
 @dataclasses.dataclass(frozen=True)
-class _Conv:
-  coeff: int
-  depthwise: bool
-  in_unit: Optional[int]  # None: constant channels `in_const`
-  out_unit: Optional[int]  # None: constant channels `out_const`
-  in_const: int
-  out_const: int
-
-
-@dataclasses.dataclass(frozen=True)
 class Structure:
   """The static part of the regularizer for one width vector."""
   widths: Widths
-  units: tuple[tuple[str, ...], ...]  # group names merged by identity ties
+  graph: LayerGraph  # layers over groups; graph.units merge identity ties
   members: tuple[tuple[tuple[str, ...], ...], ...]  # BN param paths per unit
-  convs: tuple[_Conv, ...]
+
+  @property
+  def units(self) -> tuple[tuple[str, ...], ...]:
+    return self.graph.units
 
   def unit_of(self, group: str) -> int:
-    for i, unit in enumerate(self.units):
-      if group in unit:
-        return i
-    raise KeyError(group)
+    return self.graph.unit_index(group)
 
 
 def make_structure(widths: Widths, resolution: int,
                    num_classes: int) -> Structure:
-  spec = widths.spec
-  layers = architectures.layers(spec, widths.values, resolution, num_classes)
-  units = architectures.tie_units(spec, widths.values)
-  index = {n: i for i, unit in enumerate(units) for n in unit}
-  members = [[] for _ in units]
-  convs = []
-  for l in layers:
-    if l.bn is not None:
-      members[index[l.out_group]].append(l.bn)
-    convs.append(_Conv(
-        coeff=l.coeff, depthwise=l.kind == 'depthwise',
-        in_unit=None if l.in_group is None else index[l.in_group],
-        out_unit=None if l.out_group is None else index[l.out_group],
-        in_const=l.in_channels, out_const=l.out_channels))
-  return Structure(widths, units, tuple(tuple(m) for m in members),
-                   tuple(convs))
+  g = architectures.layer_graph(widths.spec, widths.values, resolution,
+                                num_classes)
+  members = [[] for _ in g.units]
+  for layer in g.layers:
+    if layer.bn is not None:
+      members[g.unit_index(layer.out_group)].append(layer.bn)
+  return Structure(widths, g, tuple(tuple(m) for m in members))
 
 
 def _get(tree: Mapping[str, Any], path: tuple[str, ...]):
@@ -110,41 +100,28 @@ def unit_gammas(params, structure: Structure) -> list[jax.Array]:
   return out
 
 
-def _unit_stats(params, structure, threshold):
+def _group_stats(params, structure, threshold):
+  """Per group: alive channels (no gradient) and the sum of |gamma|."""
   gammas = unit_gammas(params, structure)
-  alive = [jax.lax.stop_gradient((g > threshold).astype(jnp.float32).sum())
-           for g in gammas]
-  sums = [g.sum() for g in gammas]
-  return alive, sums
+  alive = jnp.stack([jax.lax.stop_gradient(
+      (g > threshold).astype(jnp.float32).sum()) for g in gammas])
+  sums = jnp.stack([g.sum() for g in gammas])
+  units = structure.graph.group_unit
+  return alive[units], sums[units]
 
 
-def cost(params, structure: Structure,
-         threshold: float = DEFAULT_THRESHOLD) -> jax.Array:
-  """MACs of the network with only the alive channels."""
-  alive, _ = _unit_stats(params, structure, threshold)
-  total = 0.0
-  for c in structure.convs:
-    a_in = c.in_const if c.in_unit is None else alive[c.in_unit]
-    a_out = c.out_const if c.out_unit is None else alive[c.out_unit]
-    total = total + c.coeff * (a_out if c.depthwise else a_in * a_out)
-  return jnp.asarray(total, jnp.float32)
+def alive_macs(params, structure: Structure,
+               threshold: float = DEFAULT_THRESHOLD) -> jax.Array:
+  """The cost: MACs of the network with only the alive channels."""
+  alive, _ = _group_stats(params, structure, threshold)
+  return structure.graph.macs(alive, xp=jnp)
 
 
 def regularization_term(params, structure: Structure,
                         threshold: float = DEFAULT_THRESHOLD) -> jax.Array:
   """MorphNet's differentiable FLOPs proxy (MACs x |gamma|)."""
-  alive, sums = _unit_stats(params, structure, threshold)
-  total = 0.0
-  for c in structure.convs:
-    s_in = 0.0 if c.in_unit is None else sums[c.in_unit]
-    s_out = 0.0 if c.out_unit is None else sums[c.out_unit]
-    if c.depthwise:
-      total = total + c.coeff * (s_in + s_out)
-      continue
-    a_in = c.in_const if c.in_unit is None else alive[c.in_unit]
-    a_out = c.out_const if c.out_unit is None else alive[c.out_unit]
-    total = total + c.coeff * (a_in * s_out + a_out * s_in)
-  return jnp.asarray(total, jnp.float32)
+  alive, sums = _group_stats(params, structure, threshold)
+  return structure.graph.gamma_term(alive, sums, xp=jnp)
 
 
 def make_extra_loss(structure: Structure, strength: float,
@@ -178,6 +155,27 @@ def learned_widths(params, structure: Structure, threshold: float,
 # The width optimizer.
 # ----------------------------------------------------------------------------
 
+FIELDS = ('strength', 'strength_knob', 'threshold', 'epochs', 'num_steps',
+          'lr', 'export_every', 'shrink_to', 'expand_to', 'min_width')
+
+
+def validate(config) -> None:
+  """Checks `config.morphnet`; raises ConfigError naming the field."""
+  f = validation.Fields(config.morphnet, 'morphnet')
+  f.known(FIELDS, required=FIELDS)
+  f.number('strength', 0, note='0 = auto: strength_knob / starting MACs')
+  f.number('strength_knob', 0, lo_open=True)
+  f.number('threshold', 0, lo_open=True)
+  f.number('epochs', 0)
+  f.number('num_steps', 0, integer=True)
+  if config.morphnet.num_steps == 0 and not config.morphnet.epochs > 0:
+    f.fail('epochs', '> 0 (or set morphnet.num_steps > 0)')
+  f.number('lr', 0, lo_open=True)
+  f.number('export_every', 1, integer=True)
+  f.number('shrink_to', 0, 1)
+  f.number('expand_to', 0)
+  f.number('min_width', 1, integer=True)
+
 
 def auto_strength(widths: Widths, resolution: int, num_classes: int,
                   knob: float) -> float:
@@ -186,13 +184,11 @@ def auto_strength(widths: Widths, resolution: int, num_classes: int,
   With every gamma at its init of 1, the term is about twice the MACs, so
   `strength * term` starts near `2 * knob`, beside a cross-entropy of ~2.3.
   """
-  from wt_jax import cost as cost_lib  # pylint: disable=g-import-not-at-top
-  return float(knob) / cost_lib.macs(widths, resolution, num_classes)
+  return float(knob) / cost.macs(widths, resolution, num_classes)
 
 
 def structure_learning_train_config(config):
   """`config.train` with MorphNet's schedule: a fixed learning rate."""
-  from wt_jax import train  # pylint: disable=g-import-not-at-top
   mc = config.morphnet
   # No decay on BN scales: it would shrink every gamma, not only the
   # expensive ones.
@@ -202,86 +198,93 @@ def structure_learning_train_config(config):
       decay_bn_and_bias=False)
 
 
-def optimize(config, data_config, widths: Widths, workdir: str):
-  """MorphNet structure learning from `widths`; see `optimizers.optimize`.
+class _Exporter:
+  """The train loop's callback: exports the learned structure.
+
+  Every call records the alive channels per group and their MACs in
+  `history.json` (atomically; records past `step` from a killed run are
+  replaced) and asks the loop to stop once the MACs reach `stop_macs`.
+  """
+
+  def __init__(self, structure: Structure, problem: Problem, mc,
+               workdir: str):
+    self.structure = structure
+    self.problem = problem
+    self.threshold = float(mc.threshold)
+    self.min_width = int(mc.min_width)
+    self.start_macs = self.macs(problem.widths)
+    self.stop_macs = (float(mc.shrink_to) * self.start_macs
+                      if mc.shrink_to > 0 else -1)
+    self.path = os.path.join(workdir, result_lib.HISTORY)
+    self.history = (files.read_json(self.path) if files.exists(self.path)
+                    else [])
+    self.learned = None
+
+  def macs(self, widths: Widths) -> int:
+    return cost.macs(widths, self.problem.resolution, self.problem.num_classes)
+
+  def __call__(self, step, state):
+    params = jax.device_get(state.params)
+    learned = learned_widths(params, self.structure, self.threshold,
+                             self.min_width)
+    macs = self.macs(learned)
+    record = dict(step=int(step), macs=int(macs),
+                  macs_fraction=macs / self.start_macs,
+                  cost=float(alive_macs(params, self.structure,
+                                        self.threshold)),
+                  widths=learned.as_dict())
+    del self.history[len([h for h in self.history if h['step'] < step]):]
+    self.history.append(record)
+    if jax.process_index() == 0:
+      files.write_json(self.path, self.history)
+    self.learned = learned
+    return dict(learned_macs=macs, learned_macs_fraction=macs /
+                self.start_macs, stop_training=bool(0 <= macs <=
+                                                    self.stop_macs))
+
+
+def optimize(config, problem: Problem, workdir: str
+             ) -> result_lib.OptimizeResult:
+  """MorphNet structure learning from `problem.widths`.
 
   Trains with `strength * regularization_term` added to the loss at a fixed
   learning rate, exports the learned structure (alive channels per group and
   their MACs) every `export_every` steps to `history.json`, and stops early
   once the learned MACs reach `shrink_to` x the starting MACs. The learned
-  widths are the alive counts (at least `min_width`); with `expand_to > 0`
-  they are then scaled by FLOPs matching to that fraction of the starting
-  MACs.
+  widths are the alive counts (at least `min_width`).
   """
-  # pylint: disable=g-import-not-at-top
-  from wt_jax import cost as cost_lib
-  from wt_jax import data as data_lib
-  from wt_jax import extrapolate
-  from wt_jax import files
-  from wt_jax import optimizers
-  from wt_jax import train
-  # pylint: enable=g-import-not-at-top
   mc = config.morphnet
-  info = data_lib.dataset_info(data_config)
-  res, classes = info.resolution, info.num_classes
-  structure = make_structure(widths, res, classes)
-  start_macs = cost_lib.macs(widths, res, classes)
-  strength = float(mc.strength) or auto_strength(widths, res, classes,
+  res, classes = problem.resolution, problem.num_classes
+  structure = make_structure(problem.widths, res, classes)
+  strength = float(mc.strength) or auto_strength(problem.widths, res, classes,
                                                  mc.strength_knob)
-  threshold = float(mc.threshold)
-  stop_macs = float(mc.shrink_to) * start_macs if mc.shrink_to > 0 else -1
-  history_path = os.path.join(workdir, optimizers.HISTORY)
-  history = files.read_json(history_path) if files.exists(history_path) else []
-  chosen = {}
-
-  def export(step, state):
-    params = jax.device_get(state.params)
-    learned = learned_widths(params, structure, threshold, mc.min_width)
-    macs = cost_lib.macs(learned, res, classes)
-    record = dict(step=int(step), macs=int(macs),
-                  macs_fraction=macs / start_macs,
-                  cost=float(cost(params, structure, threshold)),
-                  widths=learned.as_dict())
-    del history[len([h for h in history if h['step'] < step]):]
-    history.append(record)
-    if jax.process_index() == 0:
-      files.write_json(history_path, history)
-    chosen['widths'] = learned
-    stop = 0 <= macs <= stop_macs
-    return dict(learned_macs=macs, learned_macs_fraction=macs / start_macs,
-                stop_training=bool(stop))
-
+  export = _Exporter(structure, problem, mc, workdir)
   logging.info('MorphNet: strength %.4g (%s), threshold %g, start %d MACs, '
                'stop at %s MACs.', strength,
                'set' if mc.strength else f'auto, knob {mc.strength_knob}',
-               threshold, start_macs,
-               f'{stop_macs:.0f}' if stop_macs >= 0 else 'the last step')
+               export.threshold, export.start_macs,
+               f'{export.stop_macs:.0f}' if export.stop_macs >= 0 else
+               'the last step')
   t0 = time.perf_counter()
   metrics = train.train_and_evaluate(
-      config, widths, os.path.join(workdir, 'train'), data_config=data_config,
+      config, problem.widths, os.path.join(workdir, 'train'),
+      data_config=problem.data,
       train_config=structure_learning_train_config(config),
-      extra_loss=make_extra_loss(structure, strength, threshold),
+      extra_loss=make_extra_loss(structure, strength, export.threshold),
       callback=export, callback_every=int(mc.export_every), eval_split='val')
-  learned = chosen['widths']
-  result_widths = learned
-  if mc.expand_to > 0:
-    result_widths = extrapolate.flops_match(
-        learned, int(mc.expand_to * start_macs), res, classes,
-        divisor=config.transfer.divisor,
-        min_width=config.transfer.min_width).widths
-  per_epoch = info.num_examples['train']
-  return optimizers.OptimizeResult(
-      widths=result_widths, train_macs=int(metrics['train_macs']),
+  learned_macs = export.macs(export.learned)
+  return result_lib.OptimizeResult(
+      widths=export.learned, train_macs=int(metrics['train_macs']),
       examples=int(metrics['examples_seen']),
-      epochs=metrics['examples_seen'] / per_epoch,
+      epochs=metrics['examples_seen'] / problem.num_train,
       wall_time_s=float(metrics['wall_time_s']),
       details=dict(optimizer='morphnet', strength=strength,
-                   threshold=threshold, start_macs=int(start_macs),
-                   learned_macs=int(cost_lib.macs(learned, res, classes)),
-                   learned_widths=learned.as_dict(),
+                   threshold=export.threshold,
+                   start_macs=int(export.start_macs),
+                   learned_macs=int(learned_macs),
+                   learned_widths=export.learned.as_dict(),
                    stopped_at_step=int(metrics['steps']),
-                   reached_target=bool(
-                       cost_lib.macs(learned, res, classes) <= stop_macs),
+                   reached_target=bool(learned_macs <= export.stop_macs),
                    val_top1=float(metrics['top1']),
                    train_loss=float(metrics.get('train_loss', float('nan'))),
                    total_seconds=time.perf_counter() - t0))

@@ -22,6 +22,7 @@ class Problem:
   resolution: int  # the image side fed to the network
   num_classes: int
   num_train: int  # training examples (after the data's sample_fraction)
+  width_mult: float = 1.0  # the uniform width multiplier of `widths`
 
 
 def from_config(config) -> Problem:
@@ -31,4 +32,4 @@ def from_config(config) -> Problem:
                                depth=tuple(config.depth) or None,
                                divisor=config.transfer.divisor)
   return Problem(uniform, config.data, info.resolution, info.num_classes,
-                 info.num_examples['train'])
+                 info.num_examples['train'], float(config.width_mult))

@@ -10,28 +10,24 @@ savings compound:
 * `sample_fraction`: multiplies the data's class-balanced training fraction;
 * `resolution`: the projected images' side (0 keeps the original's).
 
-`project` is a pure function of plain values.
+`project(original, knobs) -> Problem` is a pure function of plain values
+(it reads only the labels of the data, to count the projected examples);
+`overhead` is the analytic saving of optimizing the projected problem.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Optional
 
 import ml_collections
 
 from wt_jax import architectures
+from wt_jax import cost
+from wt_jax import data
 from wt_jax import validation
 from wt_jax import widths as widths_lib
-from wt_jax.widths import Widths
+from wt_jax.problem import Problem
 
 FIELDS = ('width_mult', 'depth_mult', 'sample_fraction', 'resolution')
-
-
-@dataclasses.dataclass(frozen=True)
-class Projected:
-  uniform: Widths  # the projected net's uniform widths (its structure too)
-  data: Any  # the projected data config (a ConfigDict)
-  resolution: int  # the projected image side
 
 
 def validate(projection) -> None:
@@ -46,38 +42,38 @@ def validate(projection) -> None:
              note='0 keeps the original resolution')
 
 
-def project(original_uniform: Widths, width_mult: float, data_config,
-            resolution: int, projection, divisor: int = 8) -> Projected:
-  """Maps the original problem to the projected one.
+def project(original: Problem, knobs, *, divisor: int = 8,
+            num_train: Optional[int] = None) -> Problem:
+  """The cheap copy of `original` under the `config.projection` knobs.
 
   Args:
-    original_uniform: the original net's uniform widths (arch and depth).
-    width_mult: the original's uniform width multiplier.
-    data_config: the original data config (`config.data`).
-    resolution: the original image side.
-    projection: the `config.projection` block.
+    original: the original problem (its widths at `original.width_mult`).
+    knobs: the `config.projection` block.
     divisor: uniform widths are rounded to multiples of it (MobileNetV2
       rule); use the transfer divisor so that a small net's width 0.5 is
       really half (ResNet-20's 16 channels -> 8 with divisor 8, but its 8
       channels would stay 8; with divisor 4 they become 4).
+    num_train: the projected training examples; None counts them from the
+      projected data config (`data.dataset_info`, a label-only read).
   """
-  validate(projection)
-  spec = architectures.scale_depth(original_uniform.spec,
-                                   projection.get('depth_mult', 1.0))
-  uniform = widths_lib.uniform(original_uniform.arch,
-                               width_mult * projection.get('width_mult', 1.0),
+  validate(knobs)
+  spec = architectures.scale_depth(original.widths.spec,
+                                   knobs.get('depth_mult', 1.0))
+  width_mult = original.width_mult * knobs.get('width_mult', 1.0)
+  uniform = widths_lib.uniform(original.widths.arch, width_mult,
                                depth=spec.depth, divisor=divisor)
-  data = ml_collections.ConfigDict(data_config.to_dict())
-  data.sample_fraction = (data_config.sample_fraction *
-                          projection.get('sample_fraction', 1.0))
-  new_res = projection.get('resolution', 0) or resolution
-  data.resolution = new_res
-  return Projected(uniform, data, new_res)
+  data_config = ml_collections.ConfigDict(original.data.to_dict())
+  data_config.sample_fraction = (original.data.sample_fraction *
+                                 knobs.get('sample_fraction', 1.0))
+  resolution = knobs.get('resolution', 0) or original.resolution
+  data_config.resolution = resolution
+  if num_train is None:
+    num_train = data.dataset_info(data_config).num_examples['train']
+  return Problem(uniform, data_config, resolution, original.num_classes,
+                 int(num_train), width_mult)
 
 
-def overhead(original_uniform: Widths, original_resolution: int,
-             original_train_examples: int, proj: Projected,
-             projected_train_examples: int, num_classes: int,
+def overhead(original: Problem, projected: Problem,
              projected_cost: float) -> dict:
   """The optimization overhead of a projected run against the direct run.
 
@@ -87,17 +83,17 @@ def overhead(original_uniform: Widths, original_resolution: int,
   and the ratio of training examples per epoch. `cost_ratio` is that
   product: how many times cheaper the projected optimization is.
   """
-  from wt_jax import cost  # pylint: disable=g-import-not-at-top
-  macs_orig = cost.macs(original_uniform, original_resolution, num_classes)
-  macs_proj = cost.macs(proj.uniform, proj.resolution, num_classes)
-  ratio = (macs_orig / macs_proj) * (original_train_examples /
-                                     projected_train_examples)
+  macs_orig = cost.macs(original.widths, original.resolution,
+                        original.num_classes)
+  macs_proj = cost.macs(projected.widths, projected.resolution,
+                        projected.num_classes)
+  data_ratio = original.num_train / projected.num_train
+  ratio = (macs_orig / macs_proj) * data_ratio
   return dict(
       projected_cost=float(projected_cost),
       direct_cost_analytic=float(projected_cost) * ratio,
-      cost_ratio=ratio,
-      macs_ratio=macs_orig / macs_proj,
-      data_ratio=original_train_examples / projected_train_examples,
-      original_macs=macs_orig, projected_macs=macs_proj,
-      original_train_examples=int(original_train_examples),
-      projected_train_examples=int(projected_train_examples))
+      cost_ratio=ratio, macs_ratio=macs_orig / macs_proj,
+      data_ratio=data_ratio, original_macs=macs_orig,
+      projected_macs=macs_proj,
+      original_train_examples=int(original.num_train),
+      projected_train_examples=int(projected.num_train))

@@ -12,17 +12,19 @@ atomically:
 """
 from __future__ import annotations
 
-import io as _io
-import os
+import io
 from typing import Any, Optional
 
+from matplotlib.figure import Figure
 import numpy as np
 
 from wt_jax import cost
 from wt_jax import files
-from wt_jax import optimizers
 from wt_jax import projection
+from wt_jax import result as result_lib
 from wt_jax import widths as widths_lib
+from wt_jax.problem import Problem
+from wt_jax.workdir import Workdir
 
 ARM_LABELS = {'uniform': 'uniform baseline', 'transferred': 'transferred',
               'direct': 'direct'}
@@ -55,54 +57,56 @@ def rank_correlation(a, b) -> float:
   return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def collect(config, prob, proj, workdir: str) -> dict:
+def _arm(wd: Workdir, arm: str, seeds, prob: Problem) -> Optional[dict]:
+  """One arm's widths and its per-seed final metrics (None if not made)."""
+  path = wd.widths(arm)
+  if not files.exists(path):
+    return None
+  w = widths_lib.load(path)
+  finals = [f for f in (_load(wd.final(arm, s)) for s in seeds) if f]
+  top1 = [f['top1'] for f in finals]
+  top5 = [f['top5'] for f in finals]
+  return dict(
+      macs=cost.macs(w, prob.resolution, prob.num_classes),
+      params=cost.params(w, prob.resolution, prob.num_classes),
+      seeds=[f['seed'] for f in finals], top1=top1, top5=top5,
+      top1_mean=mean_std(top1)[0], top1_std=mean_std(top1)[1],
+      top5_mean=mean_std(top5)[0], top5_std=mean_std(top5)[1],
+      train_wall_time_s=float(sum(f['wall_time_s'] for f in finals)),
+      widths=w.as_dict(), opt_cost=0.0, opt_wall_time_s=0.0)
+
+
+def _overhead(original: Problem, projected: Problem, opt, direct) -> dict:
+  ov = projection.overhead(original, projected, opt.train_macs)
+  ov.update(projected_wall_time_s=opt.wall_time_s,
+            projected_epochs=opt.epochs, projected_details=opt.details)
+  if direct is not None:
+    ov.update(direct_cost_measured=direct.train_macs,
+              direct_wall_time_s=direct.wall_time_s,
+              measured_cost_ratio=(direct.train_macs / opt.train_macs
+                                   if opt.train_macs else float('nan')),
+              wall_time_ratio=(direct.wall_time_s / opt.wall_time_s
+                               if opt.wall_time_s else float('nan')))
+  return ov
+
+
+def collect(config, original: Problem, projected: Problem,
+            wd: Workdir) -> dict:
   """Everything the report shows, as plain values."""
-  arms = {}
-  for arm in ('uniform', 'transferred', 'direct'):
-    path = os.path.join(workdir, 'widths', f'{arm}.json')
-    if not files.exists(path):
-      continue
-    w = widths_lib.load(path)
-    finals = [f for f in (_load(os.path.join(workdir, 'train', arm,
-                                             f'seed_{s}', 'final.json'))
-                          for s in config.seeds) if f]
-    top1 = [f['top1'] for f in finals]
-    top5 = [f['top5'] for f in finals]
-    arms[arm] = dict(
-        macs=cost.macs(w, prob.resolution, prob.num_classes),
-        params=cost.params(w, prob.resolution, prob.num_classes),
-        seeds=[f['seed'] for f in finals], top1=top1, top5=top5,
-        top1_mean=mean_std(top1)[0], top1_std=mean_std(top1)[1],
-        top5_mean=mean_std(top5)[0], top5_std=mean_std(top5)[1],
-        train_wall_time_s=float(sum(f['wall_time_s'] for f in finals)),
-        widths=w.as_dict(), opt_cost=0.0, opt_wall_time_s=0.0)
-  out: dict[str, Any] = dict(arch=prob.uniform.arch,
-                             depth=list(prob.uniform.depth),
-                             resolution=prob.resolution,
-                             num_classes=prob.num_classes,
+  arms = {a: v for a in ('uniform', 'transferred', 'direct')
+          if (v := _arm(wd, a, config.seeds, original)) is not None}
+  out: dict[str, Any] = dict(arch=original.widths.arch,
+                             depth=list(original.widths.depth),
+                             resolution=original.resolution,
+                             num_classes=original.num_classes,
                              optimizer=config.optimizer,
                              projection=config.projection.to_dict(),
                              stacking=config.transfer.stacking,
                              seeds=list(config.seeds), arms=arms)
-  opt = optimizers.load_result(os.path.join(workdir, 'optimize'))
-  direct = optimizers.load_result(os.path.join(workdir, 'optimize_direct'))
+  opt = result_lib.load(wd.optimize())
+  direct = result_lib.load(wd.optimize(direct=True))
   if opt is not None:
-    from wt_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-    proj_train = data_lib.dataset_info(proj.data).num_examples['train']
-    ov = projection.overhead(prob.uniform, prob.resolution, prob.num_train,
-                             proj, proj_train, prob.num_classes,
-                             opt.train_macs)
-    ov.update(projected_wall_time_s=opt.wall_time_s,
-              projected_epochs=opt.epochs,
-              projected_details=opt.details)
-    if direct is not None:
-      ov.update(direct_cost_measured=direct.train_macs,
-                direct_wall_time_s=direct.wall_time_s,
-                measured_cost_ratio=(direct.train_macs / opt.train_macs
-                                     if opt.train_macs else float('nan')),
-                wall_time_ratio=(direct.wall_time_s / opt.wall_time_s
-                                 if opt.wall_time_s else float('nan')))
-    out['overhead'] = ov
+    out['overhead'] = _overhead(original, projected, opt, direct)
     if 'transferred' in arms:
       arms['transferred'].update(opt_cost=float(opt.train_macs),
                                  opt_wall_time_s=opt.wall_time_s)
@@ -110,7 +114,7 @@ def collect(config, prob, proj, workdir: str) -> dict:
     arms['direct'].update(opt_cost=float(direct.train_macs),
                           opt_wall_time_s=direct.wall_time_s)
   if 'transferred' in arms and 'direct' in arms:
-    u = prob.uniform.array()
+    u = original.widths.array()
     t = np.array(list(arms['transferred']['widths'].values())) / u
     d = np.array(list(arms['direct']['widths'].values())) / u
     out['rank_correlation'] = rank_correlation(t, d)
@@ -187,20 +191,18 @@ def markdown(results: dict) -> str:
 
 
 def _png(fig) -> bytes:
-  buf = _io.BytesIO()
+  buf = io.BytesIO()
   fig.savefig(buf, format='png', dpi=120, bbox_inches='tight')
   return buf.getvalue()
 
 
 def plot_widths(results: dict) -> bytes:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   arms = list(results['arms'])
   names = list(results['arms'][arms[0]]['widths'])
   x = np.arange(len(names))
   width = 0.8 / len(arms)
-  fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(names) + 2), 4.5))
+  fig = Figure(figsize=(max(8, 0.35 * len(names) + 2), 4.5))
+  ax = fig.subplots()
   for i, arm in enumerate(arms):
     vals = [results['arms'][arm]['widths'][n] for n in names]
     ax.bar(x + (i - (len(arms) - 1) / 2) * width, vals, width,
@@ -213,15 +215,12 @@ def plot_widths(results: dict) -> bytes:
   ax.legend(fontsize=8)
   ax.grid(axis='y', alpha=0.3)
   data = _png(fig)
-  plt.close(fig)
   return data
 
 
 def plot_overhead(results: dict) -> bytes:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  fig = Figure(figsize=(6.5, 4.5))
+  ax = fig.subplots()
   ov = results.get('overhead', {})
   for arm, a in results['arms'].items():
     if np.isnan(a['top1_mean']):
@@ -245,16 +244,15 @@ def plot_overhead(results: dict) -> bytes:
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   data = _png(fig)
-  plt.close(fig)
   return data
 
 
-def write_report(config, prob, proj, workdir: str) -> dict:
-  results = collect(config, prob, proj, workdir)
-  files.write_json(os.path.join(workdir, 'results.json'), results)
-  files.write_text(os.path.join(workdir, 'results.md'), markdown(results))
+def write_report(config, original: Problem, projected: Problem,
+                 wd: Workdir) -> dict:
+  results = collect(config, original, projected, wd)
+  files.write_json(wd.results_json, results)
+  files.write_text(wd.results_md, markdown(results))
   if results['arms']:
-    files.write_bytes(os.path.join(workdir, 'widths.png'), plot_widths(results))
-    files.write_bytes(os.path.join(workdir, 'overhead.png'),
-                   plot_overhead(results))
+    files.write_bytes(wd.widths_png, plot_widths(results))
+    files.write_bytes(wd.overhead_png, plot_overhead(results))
   return results

@@ -90,11 +90,6 @@ class Widths:
     return self.arch == other.arch and self.depth == other.depth
 
 
-def structure(arch: str, depth: Optional[Sequence[int]] = None
-              ) -> tuple[architectures.Group, ...]:
-  return architectures.groups(architectures.get_arch(arch, depth))
-
-
 def uniform(arch: str, width_mult: float = 1.0,
             depth: Optional[Sequence[int]] = None, divisor: int = 8) -> Widths:
   """Uniform widths of `arch` at `width_mult` (MobileNetV2 rounding rule)."""

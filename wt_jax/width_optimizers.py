@@ -1,0 +1,91 @@
+"""The width-optimizer registry: `config.optimizer` -> the algorithm.
+
+Every width optimizer is a function
+
+    optimize(config, problem, workdir) -> result.OptimizeResult
+
+* `config`: the whole run config; the optimizer reads its own block
+  (`config.morphnet`, `config.autoslim`) and `config.train` for the rest;
+* `problem`: the `problem.Problem` to optimize (the projected one, or the
+  original for a direct run): `problem.widths` is the starting network,
+  `problem.data` its data config, and `resolution`, `num_classes`,
+  `num_train` its sizes;
+* `workdir`: where it checkpoints and writes `history.json` (its path
+  through width space), so that a killed run resumes.
+
+`OptimizeResult.train_macs` is the optimization's cost in the unit of the
+overhead accounting: the sum over its steps of training MACs per example x
+examples processed (`cost.train_macs_per_example`, forward + backward),
+plus forward MACs of any examples it evaluates.
+
+`optimize` here wraps the registered function: it returns a finished run's
+stored result without work, applies the block's `expand_to` (FLOPs matching
+of the result to that fraction of the starting MACs, the same for every
+optimizer) and saves the result (`result.save`). This module sits above the
+optimizers; they import only what is below them (`result`, `train`, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+from wt_jax import autoslim
+from wt_jax import cost
+from wt_jax import extrapolate
+from wt_jax import morphnet
+from wt_jax import result as result_lib
+from wt_jax import validation
+from wt_jax.errors import WidthError
+from wt_jax.problem import Problem
+from wt_jax.result import OptimizeResult
+
+
+@dataclasses.dataclass(frozen=True)
+class WidthOptimizer:
+  optimize: Callable[..., OptimizeResult]  # (config, problem, workdir)
+  validate: Optional[Callable[..., None]] = None  # (config) -> None
+
+
+REGISTRY: dict[str, WidthOptimizer] = {
+    'morphnet': WidthOptimizer(morphnet.optimize, morphnet.validate),
+    'autoslim': WidthOptimizer(autoslim.optimize, autoslim.validate),
+}
+
+
+def validate(config) -> None:
+  """`config.optimizer` is registered; every registered block present is
+  valid (each optimizer checks its own block)."""
+  validation.Fields(config).choice('optimizer', REGISTRY)
+  for name, entry in REGISTRY.items():
+    if name in config and entry.validate is not None:
+      entry.validate(config)
+
+
+def expand(found: OptimizeResult, config, problem: Problem) -> OptimizeResult:
+  """FLOPs-matches the result to `expand_to` x the starting MACs (if > 0)."""
+  block = config.get(config.optimizer, None)
+  expand_to = float(block.get('expand_to', 0.0)) if block is not None else 0.0
+  if expand_to <= 0:
+    return found
+  start = cost.macs(problem.widths, problem.resolution, problem.num_classes)
+  matched = extrapolate.flops_match(
+      found.widths, int(expand_to * start), problem.resolution,
+      problem.num_classes, divisor=config.transfer.divisor,
+      min_width=config.transfer.min_width)
+  return dataclasses.replace(found, widths=matched.widths)
+
+
+def optimize(config, problem: Problem, workdir: str) -> OptimizeResult:
+  """Runs `config.optimizer` on `problem`; resumes in `workdir`."""
+  done = result_lib.load(workdir)
+  if done is not None:
+    if not done.widths.same_structure(problem.widths):
+      raise WidthError(
+          f'{workdir} holds an optimization of {done.widths.arch} depth '
+          f'{done.widths.depth}, not {problem.widths.arch} depth '
+          f'{problem.widths.depth}')
+    return done
+  found = REGISTRY[config.optimizer].optimize(config, problem, workdir)
+  found = expand(found, config, problem)
+  result_lib.save(workdir, found)
+  return found
