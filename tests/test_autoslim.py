@@ -12,14 +12,16 @@ import pytest
 
 from wt_jax import architectures
 from wt_jax import autoslim
-from wt_jax import config_check
 from wt_jax import cost
 from wt_jax import data
+from wt_jax import defaults
+from wt_jax import errors
 from wt_jax import files
 from wt_jax import models
-from wt_jax import optimizers
+from wt_jax import result as result_lib
 from wt_jax import train
 from wt_jax import widths as W
+from wt_jax.problem import Problem
 
 RES, CLASSES = 8, 10
 TINY = (4, 4, 4, 4, 8, 8, 8)  # resnet_tiny: stem, stage1, 2 inner, stage2, 2
@@ -204,9 +206,9 @@ def test_candidates_skip_new_identity_shortcut():
 
 def _sandwich_steps(mesh, batches, space, loss_fn):
   model = models.build_model(space.widths, CLASSES)
-  tc = ml_collections.ConfigDict(dict(train.TRAIN_DEFAULTS, batch_size=16,
-                                      base_lr=0.8, warmup_epochs=0.0,
-                                      label_smoothing=0.1))
+  tc = train.derive_train_config(defaults.get_config().train, batch_size=16,
+                                 base_lr=0.8, warmup_epochs=0.0,
+                                 label_smoothing=0.1)
   tx = train.make_optimizer(tc, train.learning_rate_schedule(tc, 10, 5))
   names = train.metric_names(model, (RES, RES, 3), loss_fn=loss_fn,
                              train_config=tc)
@@ -428,7 +430,6 @@ def test_greedy_slimming_stops_at_minimum():
 
 
 def _config():
-  from wt_jax import defaults
   c = defaults.get_config()
   c.arch = 'resnet_tiny'
   c.optimizer = 'autoslim'
@@ -448,28 +449,31 @@ def _config():
 
 def test_config_validation():
   c = _config()
-  config_check.validate(c)
+  autoslim.validate(c)
   for field, value in (('step_fraction', 1.0), ('min_width', 0),
                        ('target_fraction', 0.0), ('num_random', -1),
                        ('calib_batches', 0), ('eval_batches', -1)):
     bad = _config()
     bad.autoslim[field] = value
-    with pytest.raises(config_check.ConfigError, match=f'autoslim.{field}'):
-      config_check.validate(bad)
+    with pytest.raises(errors.ConfigError, match=f'autoslim.{field}'):
+      autoslim.validate(bad)
   bad = _config()
   bad.data.val_fraction = 0.0
-  with pytest.raises(config_check.ConfigError, match='val_fraction'):
-    config_check.validate(bad)
+  with pytest.raises(errors.ConfigError, match='val_fraction'):
+    autoslim.validate(bad)
   bad = _config()
   with bad.autoslim.unlocked():
     bad.autoslim.extra = 1
-  with pytest.raises(config_check.ConfigError, match='unknown fields'):
-    config_check.validate(bad)
+  with pytest.raises(errors.ConfigError, match='unknown fields'):
+    autoslim.validate(bad)
 
 
 def test_optimize_on_digits_and_resume(tmp_path, monkeypatch):
   c = _config()
   w = SHALLOW.replace((4, 4, 4, 16, 8))
+  info = data.dataset_info(c.data)
+  problem = Problem(w, c.data, info.resolution, info.num_classes,
+                    info.num_examples['train'])
   workdir = str(tmp_path)
   splits = []
   make_dataset = data.make_dataset
@@ -479,15 +483,16 @@ def test_optimize_on_digits_and_resume(tmp_path, monkeypatch):
     return make_dataset(data_config, split, **kwargs)
 
   monkeypatch.setattr(data, 'make_dataset', recording)
-  result = optimizers.optimize(c, c.data, w, workdir)
+  result = autoslim.optimize(c, problem, workdir)
+  result_lib.save(workdir, result)  # what the optimizer registry does
   assert 'val' in splits and 'test' not in splits  # decisions on val only
   d = result.details
   full = cost.macs(w, RES, CLASSES)
   assert d['start_macs'] == full and d['target_macs'] == int(0.7 * full)
   assert cost.macs(result.widths, RES, CLASSES) <= d['target_macs']
   assert result.widths.same_structure(w) and d['reached_target']
-  assert optimizers.load_result(workdir).widths == result.widths  # summary
-  hist = files.read_json(os.path.join(workdir, optimizers.HISTORY))
+  assert result_lib.load(workdir).widths == result.widths  # summary
+  hist = files.read_json(os.path.join(workdir, result_lib.HISTORY))
   assert [r['macs'] for r in hist] == sorted((r['macs'] for r in hist),
                                              reverse=True)
   assert d['candidate_evaluations'] == sum(r['candidates'] for r in hist)
@@ -502,9 +507,9 @@ def test_optimize_on_digits_and_resume(tmp_path, monkeypatch):
   assert d['slimming_macs'] == sum(r['eval_macs'] for r in hist)
   # Resume: training from its checkpoints (complete: no step runs), slimming
   # from history.json (only the steps after the stored ones are evaluated).
-  os.remove(os.path.join(workdir, optimizers.SUMMARY))
+  os.remove(os.path.join(workdir, result_lib.SUMMARY))
   hist_short = hist[:2]
-  files.write_json(os.path.join(workdir, optimizers.HISTORY), hist_short)
+  files.write_json(os.path.join(workdir, result_lib.HISTORY), hist_short)
   calls = []
   original = autoslim.CandidateEvaluator.evaluate
 
@@ -513,7 +518,7 @@ def test_optimize_on_digits_and_resume(tmp_path, monkeypatch):
     return original(self, levels_list)
 
   monkeypatch.setattr(autoslim.CandidateEvaluator, 'evaluate', counting)
-  again = optimizers.optimize(c, c.data, w, workdir)
+  again = autoslim.optimize(c, problem, workdir)
   assert again.widths == result.widths
   assert len(calls) == len(hist) - 2
   assert again.examples == result.examples
@@ -533,11 +538,11 @@ def test_candidate_val_batches_are_a_class_mixed_sample():
                     'image': np.zeros((32, 2, 2, 3), np.float32)})
   ds = tf.data.Dataset.from_tensor_slices(
       {k: np.stack([b[k] for b in batches]) for k in batches[0]})
-  first = autoslim._take(ds, 2)  # pylint: disable=protected-access
+  first = autoslim.take_batches(ds, 2)
   assert len(np.unique(np.concatenate([b['label'] for b in first]))) <= 3
-  got = autoslim._sample_batches(ds, 2)  # pylint: disable=protected-access
+  got = autoslim.sample_batches(ds, 2)
   assert len(got) == 2 and all(b['mask'].sum() == 32 for b in got)
   assert len(np.unique(np.concatenate([b['label'] for b in got]))) == 10
-  assert autoslim._sample_batches(ds, 2) [0]['label'].tolist() == (
+  assert autoslim.sample_batches(ds, 2)[0]['label'].tolist() == (
       got[0]['label'].tolist())  # fixed sample
-  assert len(autoslim._sample_batches(ds, 0)) == 10
+  assert len(autoslim.sample_batches(ds, 0)) == 10
