@@ -66,7 +66,7 @@ def validate(config) -> None:
     _bad('stages', config.stages,
          f'a non-empty subset of {", ".join(pipeline.STAGES)}')
 
-  data.validate_data_config(config.data)
+  data.validate(config.data)
 
   t = config.train
   p = 'train.'
