@@ -315,9 +315,9 @@ def test_real_tfds_reader_with_shards_and_slices(tiny_tfds_dir, cache):
   assert info.num_examples == {'train': 72, 'val': 18, 'test': 30}
   # Raw examples of every process block (TFDS slices across shard files)
   # carry the right index and label.
-  source = data._get_source(config)  # pylint: disable=protected-access
+  source = data.get_source(config)
   labels = source.labels('train')
-  indices = data._projection(config)['train']  # pylint: disable=protected-access
+  indices = data.split_indices(config)['train']
   seen = []
   for block in np.array_split(indices, 3):
     for ex in tfds.as_numpy(source.examples('train', block, 8, False)):
@@ -380,7 +380,7 @@ def test_folder_source_reads(tmp_path, test_name, cache):
 def test_folder_missing_root(tmp_path):
   missing = str(tmp_path / 'nowhere')
   with pytest.raises(data.DataError, match='nowhere') as e:
-    data.validate_data_config(_config(source=f'folder:{missing}'))
+    data.validate(_config(source=f'folder:{missing}'))
   assert 'config.data.source' in str(e.value)
 
 
@@ -436,7 +436,7 @@ def test_folder_corrupted_image(tmp_path, cache):
 def test_bad_config_fields(field, value):
   config = _config(**{field: value})
   with pytest.raises(data.DataError) as e:
-    data.validate_data_config(config)
+    data.validate(config)
   assert f'config.data.{field}={value!r}' in str(e.value)
   with pytest.raises(ValueError):
     data.dataset_info(config)

@@ -1,0 +1,104 @@
+"""TensorFlow image ops of the input pipeline (graph mode, uint8 in).
+
+* `fit`: shorter side to `size`, center crop size x size. Every image is
+  fitted to the fed resolution once, before caching (only variable-size TFDS
+  images under 'imagenet' augmentation are kept whole for the random resized
+  crop); `fit_array` does the same to a numpy array of images.
+* `cifar_crop_flip` ('cifar' train): reflect-pad by round(size / 8) pixels
+  (4 at 32) + random size x size crop + horizontal flip.
+* `random_resized_crop_flip` ('imagenet' train): inception-style random
+  resized crop (area 8%..100%, aspect 3/4..4/3) + horizontal flip.
+* `center_crop` ('imagenet' eval): center crop of 87.5% of the shorter side,
+  resized (= resize to size / 0.875, center crop).
+
+Random ops are stateless, keyed on the `key` they are given. Resizing is
+bilinear and antialiased, in float32 0..255.
+"""
+import numpy as np
+# TensorFlow is imported only inside wt_jax/data/; wt_jax/data/__init__.py,
+# which Python runs before this module, hides the GPUs from it.
+import tensorflow as tf
+
+EVAL_CROP_FRACTION = 0.875  # 'imagenet' eval: center crop of the shorter side
+
+
+def to_rgb(image):
+  """Repeats a gray channel to 3 channels; 3-channel images pass unchanged."""
+  if image.shape[-1] == 1:
+    image = tf.image.grayscale_to_rgb(image)
+  return image
+
+
+def resize(image, height, width):
+  """Bilinear (antialiased) resize; float32 output in 0..255."""
+  return tf.image.resize(tf.cast(image, tf.float32), [height, width],
+                         method='bilinear', antialias=True)
+
+
+def fit(image, size):
+  """Shorter side to `size`, center crop size x size; uint8 in and out."""
+  if image.shape[:2] == (size, size):
+    return image
+  shape = tf.shape(image)
+  h, w = shape[0], shape[1]
+
+  def resize_and_crop():
+    scale = size / tf.cast(tf.minimum(h, w), tf.float32)
+    new_h = tf.maximum(size, tf.cast(tf.round(tf.cast(h, tf.float32) * scale),
+                                     tf.int32))
+    new_w = tf.maximum(size, tf.cast(tf.round(tf.cast(w, tf.float32) * scale),
+                                     tf.int32))
+    resized = resize(image, new_h, new_w)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    cropped = resized[top:top + size, left:left + size]
+    return tf.cast(tf.round(tf.clip_by_value(cropped, 0, 255)), tf.uint8)
+
+  fitted = tf.cond(tf.logical_and(h == size, w == size),
+                   lambda: tf.cast(image, tf.uint8), resize_and_crop)
+  return tf.ensure_shape(fitted, [size, size, 3])
+
+
+def fit_array(images, size):
+  """Fits a uint8 [N, H, W, 3] numpy array to size x size."""
+  if images.shape[1:3] == (size, size):
+    return images
+  ds = tf.data.Dataset.from_tensor_slices(images)
+  ds = ds.map(lambda image: fit(image, size),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  return np.concatenate(list(ds.batch(1024).as_numpy_iterator()))
+
+
+def cifar_crop_flip(image, size, key):
+  """Reflect-pad by round(size / 8), random size x size crop, random flip."""
+  pad = max(1, round(size / 8))
+  image = tf.pad(fit(image, size), [[pad, pad], [pad, pad], [0, 0]],
+                 mode='REFLECT')
+  crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key))
+  offset = tf.random.stateless_uniform([2], seed=crop_key, minval=0,
+                                       maxval=2 * pad + 1, dtype=tf.int32)
+  image = tf.slice(image, [offset[0], offset[1], 0], [size, size, 3])
+  return tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+
+
+def random_resized_crop_flip(image, size, key):
+  """Inception-style crop (area 8..100%, aspect 3/4..4/3) + random flip."""
+  crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key))
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+      seed=crop_key, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
+      area_range=(0.08, 1.0), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  image = tf.slice(image, begin, crop_size)
+  image = resize(image, size, size)
+  return tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+
+
+def center_crop(image, size):
+  """Center crop of EVAL_CROP_FRACTION of the shorter side, resized."""
+  shape = tf.shape(image)
+  h, w = shape[0], shape[1]
+  side = tf.cast(EVAL_CROP_FRACTION * tf.cast(tf.minimum(h, w), tf.float32),
+                 tf.int32)
+  side = tf.maximum(side, 1)
+  top, left = (h - side) // 2, (w - side) // 2
+  return resize(image[top:top + side, left:left + side], size, size)

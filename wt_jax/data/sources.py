@@ -1,0 +1,399 @@
+"""The raw sources of images (`config.data.source`) and `get_source`.
+
+* A TFDS name ('cifar10', 'imagenet2012', 'imagenette', ...), read from
+  `config.data.data_dir` ('' = the TFDS default / $TFDS_DATA_DIR). The raw
+  test split is the dataset's 'test' split, or 'validation' where it has no
+  'test' (ImageNet). The dataset must be prepared already (nothing downloads).
+  At first use each process makes one label-only pass over the raw splits
+  (image bytes are read but not decoded) to build the class-balanced splits;
+  for ImageNet that is a read of the whole train split.
+* 'folder:/path': `/path/train/<class>/*` plus `/path/test/<class>/*` (or
+  `/path/val/<class>/*`, used as the test split when there is no `test/`),
+  the layout and file types (.jpg, .jpeg, .png) of
+  `tfds.folder_dataset.ImageFolder`. Class ids are the sorted names of the
+  train class folders. The folder is listed here rather than through
+  `ImageFolder`, whose public API can only list labels by reading every file
+  and silently accepts an empty class folder. Every image of a raw split is
+  decoded once per process (which validates it: an undecodable file raises
+  `DataError` naming it) and, with `config.data.cache`, kept in memory as
+  uint8 (resolution x resolution); without it, images are decoded again each
+  epoch. Meant for small and medium datasets; use TFDS at ImageNet scale.
+* 'digits': scikit-learn's bundled 8x8 handwritten digits (1,797 images,
+  10 classes, no download), split once into train (1,437) and test (360) by a
+  fixed stratified split (`random_state=0`). Pixel values 0..16 are scaled to
+  uint8 0..255 and the gray channel is repeated to 3 channels, so every
+  architecture's 3-channel stem works unchanged.
+
+Every source yields 3-channel images (gray images are repeated to RGB) and
+has the same interface:
+
+* `class_names`: a tuple of names, the class id being the position;
+* `native_resolution`: the side fed with `config.data.resolution=0` (TFDS:
+  the image feature's static size, 224 where it has none; folder: the shorter
+  side of the first train image; digits: 8);
+* `labels(split)`: the int labels of a raw split ('train' or 'test') in its
+  canonical order;
+* `examples(split, indices, size, cache)`: a tf.data.Dataset of
+  {'image': uint8 [H, W, 3], 'label': int32, 'index': int64 (raw index)} for
+  the given sorted raw indices; images fitted to size x size (`images.fit`),
+  or left at their own size when `size` is None.
+
+Decoded images are cached in memory when `cache` is set and the decoded split
+fits in half the host memory (digits always is). `get_source` memoizes the
+source objects per process (`clear_cache()` forgets them).
+"""
+import os
+
+import numpy as np
+from PIL import Image
+from sklearn import datasets as sk_datasets
+from sklearn import model_selection
+# TensorFlow is imported only inside wt_jax/data/; wt_jax/data/__init__.py,
+# which Python runs before this module, hides the GPUs from it.
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from wt_jax.data import fields
+from wt_jax.data import images as image_ops
+from wt_jax.errors import DataError
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')  # those of tfds ImageFolder
+VARIABLE_SIZE_RESOLUTION = 224  # native resolution of variable-size TFDS data
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _source_error(source, problem):
+  """A DataError about the data behind `config.data.source`."""
+  return DataError(f'config.data.source={source!r}: {problem}')
+
+
+def _fits_in_memory(num_bytes):
+  try:
+    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  except (ValueError, OSError, AttributeError):
+    return True
+  return num_bytes <= total // 2
+
+
+def _in_memory_examples(images, labels, indices):
+  return tf.data.Dataset.from_tensor_slices({
+      'image': images[indices],
+      'label': labels[indices].astype(np.int32),
+      'index': indices.astype(np.int64),
+  })
+
+
+class DigitsSource:
+  """scikit-learn's 8x8 digits: uint8 0..255, gray repeated to 3 channels."""
+
+  native_resolution = 8
+
+  def __init__(self):
+    digits = sk_datasets.load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images = np.repeat(images[..., None], 3, axis=-1)
+    train, test = model_selection.train_test_split(
+        np.arange(len(images)), test_size=0.2, stratify=digits.target,
+        random_state=0)
+    self.class_names = tuple(str(i) for i in range(10))
+    self._images = {'train': images[np.sort(train)],
+                    'test': images[np.sort(test)]}
+    self._labels = {'train': digits.target[np.sort(train)],
+                    'test': digits.target[np.sort(test)]}
+    self._resized = {}
+
+  def labels(self, split):
+    return self._labels[split]
+
+  def examples(self, split, indices, size, cache):
+    del cache  # always in memory
+    size = size or self.native_resolution
+    if (split, size) not in self._resized:
+      self._resized[split, size] = image_ops.fit_array(self._images[split],
+                                                       size)
+    return _in_memory_examples(self._resized[split, size], self._labels[split],
+                               indices)
+
+
+class FolderSource:
+  """Images in root/{train,test|val}/<class>/*.{jpg,jpeg,png}."""
+
+  def __init__(self, source):
+    self._source = source
+    self.root = os.path.expanduser(source[len(fields.FOLDER_PREFIX):])
+    split_dirs = self._split_dirs()
+    listing = {split: self._list(os.path.join(self.root, d))
+               for split, d in split_dirs.items()}
+    self.class_names = tuple(sorted(listing['train']))
+    unknown = sorted(set(listing['test']) - set(self.class_names))
+    if unknown:
+      raise _source_error(
+          source, f'classes {unknown} of '
+          f'{os.path.join(self.root, split_dirs["test"])} have no train '
+          f'folder in {os.path.join(self.root, "train")}; every test class '
+          'must also be a train class')
+    self._paths, self._labels = {}, {}
+    for split, classes in listing.items():
+      paths = [(path, self.class_names.index(c))
+               for c in sorted(classes) for path in classes[c]]
+      self._paths[split] = np.array([p for p, _ in paths])
+      self._labels[split] = np.array([l for _, l in paths], np.int64)
+    self.native_resolution = self._first_image_side()
+    self._decoded = {}  # (split, size) -> uint8 array of the whole raw split
+    self._validated = set()
+
+  def _split_dirs(self):
+    """{'train': 'train', 'test': 'test' or 'val'}; DataError if missing."""
+    root = self.root
+    expected = (f'expected {root}/train/<class>/<images> and '
+                f'{root}/test/<class>/<images> (or {root}/val/<class>/...), '
+                f'images being {", ".join(IMAGE_EXTENSIONS)} files')
+    if not os.path.isdir(root):
+      raise _source_error(self._source,
+                          f'folder {root} does not exist; {expected}')
+    split_dirs = {'train': 'train'}
+    for name in ('test', 'val'):
+      if os.path.isdir(os.path.join(root, name)):
+        split_dirs['test'] = name
+        break
+    if not os.path.isdir(os.path.join(root, 'train')):
+      raise _source_error(self._source, f'folder {root} has no train split '
+                          f'folder {os.path.join(root, "train")}; {expected}')
+    if 'test' not in split_dirs:
+      raise _source_error(self._source, f'folder {root} has neither a test '
+                          f'split folder {os.path.join(root, "test")} nor '
+                          f'{os.path.join(root, "val")}; {expected}')
+    return split_dirs
+
+  def _list(self, split_dir):
+    """{class name: sorted image paths}; DataError for an empty layout."""
+    classes = sorted(e.name for e in os.scandir(split_dir)
+                     if e.is_dir() and not e.name.startswith('.'))
+    if not classes:
+      raise _source_error(self._source, f'split folder {split_dir} has no '
+                          'class folders; expected <split>/<class>/<image '
+                          'files>')
+    listing = {}
+    for c in classes:
+      class_dir = os.path.join(split_dir, c)
+      paths = sorted(os.path.join(class_dir, e.name)
+                     for e in os.scandir(class_dir)
+                     if e.is_file() and e.name.lower().endswith(
+                         IMAGE_EXTENSIONS))
+      if not paths:
+        raise _source_error(self._source, f'class folder {class_dir} '
+                            'contains no images; allowed image files: '
+                            f'{", ".join(IMAGE_EXTENSIONS)}')
+      listing[c] = paths
+    return listing
+
+  def _first_image_side(self):
+    path = self._paths['train'][0]
+    try:
+      with Image.open(path) as im:
+        return min(im.size)
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'cannot read image file {path} (config.data.source='
+                      f'{self._source!r}): {e}') from e
+
+  def labels(self, split):
+    return self._labels[split]
+
+  def _load(self, path, size):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                               dtype=tf.uint8, expand_animations=False)
+    return image if size is None else image_ops.fit(image, size)
+
+  def _decode_all(self, split, size, keep):
+    """Decodes every image of a raw split once; DataError names bad files."""
+    paths = self._paths[split]
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
+    ds = ds.map(lambda i, p: (i, self._load(p, size)),
+                num_parallel_calls=AUTOTUNE)
+    ds = ds.ignore_errors().batch(1024).prefetch(2)
+    images = np.empty((len(paths), size, size, 3), np.uint8) if keep else None
+    seen = np.zeros(len(paths), bool)
+    for index, batch in ds.as_numpy_iterator():
+      seen[index] = True
+      if keep:
+        images[index] = batch
+    bad = paths[~seen]
+    if len(bad):
+      listed = ', '.join(bad[:5]) + (', ...' if len(bad) > 5 else '')
+      raise DataError(f'cannot decode image file {bad[0]} (config.data.source'
+                      f'={self._source!r}; {len(bad)} undecodable file(s): '
+                      f'{listed})')
+    self._validated.add(split)
+    return images
+
+  def examples(self, split, indices, size, cache):
+    size = size or self.native_resolution
+    num_bytes = len(self._paths[split]) * size * size * 3
+    if cache and _fits_in_memory(num_bytes):
+      if (split, size) not in self._decoded:
+        self._decoded[split, size] = self._decode_all(split, size, keep=True)
+      return _in_memory_examples(self._decoded[split, size],
+                                 self._labels[split], indices)
+    if split not in self._validated:
+      self._decode_all(split, size, keep=False)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (self._paths[split][indices], self._labels[split][indices], indices))
+    return ds.map(lambda p, l, i: {'image': self._load(p, size),
+                                   'label': tf.cast(l, tf.int32),
+                                   'index': tf.cast(i, tf.int64)},
+                  num_parallel_calls=AUTOTUNE)
+
+
+def _tfds_index(tfds_id, shard_offsets):
+  """Global raw index from a tfds_id '<prefix>-00012-of-01024__345'."""
+  shard = tf.strings.regex_replace(tfds_id, r'^.*-(\d+)-of-\d+__\d+$', r'\1')
+  record = tf.strings.regex_replace(tfds_id, r'^.*__(\d+)$', r'\1')
+  return (tf.gather(shard_offsets, tf.strings.to_number(shard, tf.int32)) +
+          tf.strings.to_number(record, tf.int64))
+
+
+class TfdsSource:
+  """A prepared TFDS image classification dataset ('image', 'label')."""
+
+  def __init__(self, name, data_dir):
+    self._name = name
+    try:
+      self.builder = tfds.builder(name, data_dir=data_dir or None)
+    except Exception as e:  # pylint: disable=broad-except
+      raise _source_error(name, f'cannot load TFDS dataset {name!r} '
+                          f'(data_dir={data_dir!r}): {e}') from e
+    features = self.builder.info.features
+    if 'image' not in features or 'label' not in features:
+      raise _source_error(name, 'expected a TFDS image classification '
+                          "dataset with 'image' and 'label' features")
+    self.class_names = tuple(features['label'].names)
+    height, width = features['image'].shape[:2]
+    self.fixed_size = bool(height and width)
+    self.native_resolution = (min(height, width) if self.fixed_size
+                              else VARIABLE_SIZE_RESOLUTION)
+    splits = self.builder.info.splits
+    test = 'test' if 'test' in splits or not splits else 'validation'
+    if splits and ('train' not in splits or test not in splits):
+      raise _source_error(name, f'TFDS dataset {name!r} has splits '
+                          f'{sorted(splits)}; expected train and test (or '
+                          'validation)')
+    self._splits = {'train': 'train', 'test': test}
+    self._labels = {}
+    self._decoded = {}  # (split, size) -> uint8 array of the whole raw split
+
+  def _shard_offsets(self, split):
+    """Start index of every shard file (a single shard when unknown)."""
+    try:
+      lengths = list(self.builder.info.splits[split].shard_lengths)
+    except (KeyError, AttributeError):
+      lengths = []
+    return tf.constant(np.concatenate([[0], np.cumsum(lengths)[:-1]])
+                       .astype(np.int64) if lengths else [0], tf.int64)
+
+  def _read(self, split, start=None, stop=None):
+    """Undecoded examples of a raw split (or slice), with their raw index."""
+    tfds_split = self._splits[split]
+    if start is not None:
+      tfds_split = f'{tfds_split}[{start}:{stop}]'
+    try:
+      ds = self.builder.as_dataset(
+          split=tfds_split, shuffle_files=False,
+          read_config=tfds.ReadConfig(add_tfds_id=True),
+          decoders={'image': tfds.decode.SkipDecoding()})
+    except AssertionError as e:  # TFDS: 'could not find data in ...'
+      raise _source_error(self._name,
+                          f'TFDS dataset is not prepared: {e}') from e
+    offsets = self._shard_offsets(self._splits[split])
+    return ds.map(lambda ex: {
+        'image': ex['image'],
+        'label': tf.cast(ex['label'], tf.int32),
+        'index': _tfds_index(ex['tfds_id'], offsets)},
+                  num_parallel_calls=AUTOTUNE)
+
+  def labels(self, split):
+    """One label-only pass over the raw split (images are not decoded)."""
+    if split not in self._labels:
+      ds = self._read(split).map(lambda ex: (ex['index'], ex['label']))
+      index, labels = [], []
+      for i, l in ds.batch(65536).prefetch(2).as_numpy_iterator():
+        index.append(i)
+        labels.append(l)
+      index, labels = np.concatenate(index), np.concatenate(labels)
+      if not np.array_equal(np.sort(index), np.arange(len(index))):
+        raise DataError(f'TFDS dataset {self._name!r}: example ids of split '
+                        f'{self._splits[split]!r} are not 0..n-1')
+      self._labels[split] = np.empty_like(labels)
+      self._labels[split][index] = labels
+    return self._labels[split]
+
+  def _decode_fit(self, size):
+    decode = self.builder.info.features['image'].decode_example
+
+    def decode_fit(ex):
+      image = image_ops.to_rgb(decode(ex['image']))
+      if size is not None:
+        image = image_ops.fit(image, size)
+      return {**ex, 'image': image}
+
+    return decode_fit
+
+  def _decode_split(self, split, size):
+    """Decodes a whole raw split once into a uint8 [N, size, size, 3]."""
+    if (split, size) not in self._decoded:
+      images = np.empty((len(self.labels(split)), size, size, 3), np.uint8)
+      ds = self._read(split).map(self._decode_fit(size),
+                                 num_parallel_calls=AUTOTUNE)
+      ds = ds.map(lambda ex: (ex['index'], ex['image'])).batch(1024)
+      for index, batch in ds.prefetch(2).as_numpy_iterator():
+        images[index] = batch
+      self._decoded[split, size] = images
+    return self._decoded[split, size]
+
+  def examples(self, split, indices, size, cache):
+    """From memory when it fits, else a read of the slice covering indices.
+
+    With `cache` and a fixed `size`, the whole raw split is decoded once per
+    process into a uint8 array (like a folder source), so repeated calls
+    (e.g. one per epoch) decode nothing. Otherwise each call reads the
+    smallest TFDS slice covering `indices`, keeps those examples and decodes
+    them; whole variable-size images are then cached by tf.data if they fit.
+    """
+    n_raw = len(self.labels(split))
+    if cache and size is not None and _fits_in_memory(n_raw * size * size * 3):
+      return _in_memory_examples(self._decode_split(split, size),
+                                 self.labels(split), indices)
+    start, stop = (int(indices[0]), int(indices[-1]) + 1) if len(indices) else (
+        0, 1)
+    keep = np.zeros(stop, bool)
+    keep[indices] = True
+    keep = tf.constant(keep)
+    ds = self._read(split, start, stop)
+    ds = ds.filter(lambda ex: tf.gather(keep, ex['index']))
+    ds = ds.map(self._decode_fit(size), num_parallel_calls=AUTOTUNE)
+    side = size or 500  # a guess for variable-size images
+    if cache and _fits_in_memory(len(indices) * side * side * 3):
+      ds = ds.cache()
+    return ds
+
+
+_SOURCES = {}
+
+
+def get_source(data_config):
+  """The (memoized) source object of `config.data.source`."""
+  key = (data_config.source, data_config.data_dir)
+  if key not in _SOURCES:
+    source = data_config.source
+    if source == 'digits':
+      _SOURCES[key] = DigitsSource()
+    elif source.startswith(fields.FOLDER_PREFIX):
+      _SOURCES[key] = FolderSource(source)
+    else:
+      _SOURCES[key] = TfdsSource(source, data_config.data_dir)
+  return _SOURCES[key]
+
+
+def clear_cache():
+  """Forgets the memoized sources (and with them their decoded images)."""
+  _SOURCES.clear()
