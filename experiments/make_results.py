@@ -32,11 +32,12 @@ import wt_jax  # noqa: E402,F401  pylint: disable=unused-import
 from experiments import configs as grid_configs  # noqa: E402
 from wt_jax import cost  # noqa: E402
 from wt_jax import files  # noqa: E402
-from wt_jax import optimizers  # noqa: E402
 from wt_jax import pipeline  # noqa: E402
 from wt_jax import projection  # noqa: E402
 from wt_jax import report  # noqa: E402
+from wt_jax import result as result_lib  # noqa: E402
 from wt_jax import widths as widths_lib  # noqa: E402
+from wt_jax.workdir import Workdir  # noqa: E402
 
 DEFAULT_ROOT = '/work/grid_cifar10'
 READING = os.path.join(_HERE, 'cifar10_reading.md')
@@ -48,7 +49,7 @@ def _read(path):
 
 
 def _widths(workdir, name):
-  path = os.path.join(workdir, 'widths', f'{name}.json')
+  path = Workdir(workdir).widths(name)
   return widths_lib.load(path) if files.exists(path) else None
 
 
@@ -69,8 +70,8 @@ def collect_arm(budget, root, arm):
   spec = grid_configs.ARMS[arm]
   config = grid_configs.arm_config(budget, arm)
   workdir = os.path.join(root, budget, arm)
-  prob = pipeline.problem(config)
-  proj = pipeline.projected(config, prob)
+  run = pipeline.prepare(config, workdir)
+  prob, proj, wd = run.original, run.projected, run.workdir
   out = dict(arm=arm, label=spec['label'], final=spec['final'],
              optimizer=spec['optimizer'], workdir=workdir,
              seeds_wanted=list(config.seeds), exists=os.path.isdir(workdir),
@@ -80,8 +81,7 @@ def collect_arm(budget, root, arm):
   if w is not None:
     out['macs'] = cost.macs(w, prob.resolution, prob.num_classes)
     out['params'] = cost.params(w, prob.resolution, prob.num_classes)
-  finals = [f for f in (_read(os.path.join(
-      workdir, 'train', spec['final'], f'seed_{s}', 'final.json'))
+  finals = [f for f in (_read(wd.final(spec['final'], s))
                         for s in config.seeds) if f]
   out['top1'] = [f['top1'] for f in finals]
   out['seeds'] = [f['seed'] for f in finals]
@@ -89,37 +89,33 @@ def collect_arm(budget, root, arm):
   out['train_img_per_s'] = [f['img_per_s'] for f in finals]
   out['train_steps'] = [f['steps'] for f in finals]
   out['top1_mean'], out['top1_std'] = report.mean_std(out['top1'])
-  out['uniform'] = prob.uniform
+  out['uniform'] = prob.widths
   out['num_train'] = prob.num_train
   out['resolution'] = prob.resolution
   out['num_classes'] = prob.num_classes
   if spec['optimizer'] is None:
     return out
   is_direct = spec['final'] == 'direct'
-  opt_dir = os.path.join(workdir, 'optimize_direct' if is_direct
-                         else 'optimize')
-  opt = optimizers.load_result(opt_dir)
+  opt_dir = wd.optimize(direct=is_direct)
+  opt = result_lib.load(opt_dir)
   out['opt'] = opt
   out['shared_from'] = spec.get('share_optimize_from') if os.path.exists(
       os.path.join(opt_dir, 'SHARED_FROM')) else None
-  out['proj_uniform'] = proj.uniform
+  out['proj_uniform'] = proj.widths
   out['proj_resolution'] = proj.resolution
-  from wt_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  out['proj_train'] = data_lib.dataset_info(proj.data).num_examples['train']
+  out['proj_train'] = proj.num_train
   if opt is not None and not is_direct:
-    out['overhead'] = projection.overhead(
-        prob.uniform, prob.resolution, prob.num_train, proj,
-        out['proj_train'], prob.num_classes, opt.train_macs)
+    out['overhead'] = projection.overhead(prob, proj, opt.train_macs)
   # Per-group multipliers relative to the original uniform widths.
-  u = prob.uniform.array().astype(np.float64)
+  u = prob.widths.array().astype(np.float64)
   if is_direct:
     d = _widths(workdir, 'direct_optimized')
     out['multipliers'] = None if d is None else d.array() / u
     out['optimized'] = d
   else:
-    t = _read(os.path.join(workdir, 'widths', 'transferred.json'))
+    t = _read(wd.widths('transferred'))
     out['multipliers'] = None if t is None else np.array(
-        [t['multipliers'][n] for n in prob.uniform.names])
+        [t['multipliers'][n] for n in prob.widths.names])
     out['optimized'] = _widths(workdir, 'projected_optimized')
   out['final_multipliers'] = None if w is None else w.array() / u
   return out

@@ -256,7 +256,11 @@ def test_identity_projection_gives_back_optimized(arch, data):
 
 @settings(max_examples=20, deadline=None)
 @given(st.sampled_from(_ARCHS + ('resnet50', 'mobilenet_v2')), st.data())
-def test_flops_match_random_vectors_within_one_percent(arch, data):
+def test_flops_match_random_vectors(arch, data):
+  """Never above the target and maximal: no unit's next divisor step still
+  fits. On a one-channel grid that puts it within 1% of the target; on a
+  coarse grid the slack can exceed 1% (hypothesis found ResNet-20 at
+  divisor 4, 98.9%), but stays below every unit's single step."""
   base = W.uniform(arch)
   m = data.draw(st.lists(st.floats(0.1, 2.0), min_size=len(base),
                          max_size=len(base)))
@@ -264,10 +268,16 @@ def test_flops_match_random_vectors_within_one_percent(arch, data):
   res = 224 if arch in ('resnet50', 'mobilenet_v2') else 32
   target = int(frac * cost.macs(base, res, 10))
   w = W.from_multipliers(base, m, divisor=1, min_width=1)
+  fine = ex.flops_match(w, target, res, 10, divisor=1, min_width=1)
+  assert 0.99 * target <= fine.macs <= target
   d = _divisor(arch)
   out = ex.flops_match(w, target, res, 10, divisor=d)
-  assert 0.99 * target <= out.macs <= target
+  assert out.macs <= target
   chex.assert_equal(out.macs, cost.macs(out.widths, res, 10))
+  for unit in ex._tie_units(out.widths):  # pylint: disable=protected-access
+    bumped = out.widths.array()
+    bumped[unit] += d
+    assert cost.macs(out.widths.replace(bumped.tolist()), res, 10) > target
 
 
 def test_projection_rounds_uniform_widths_to_the_given_divisor():
