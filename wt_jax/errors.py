@@ -7,6 +7,8 @@ without an import circle.
 |---|---:|---|
 | `BadInputError` and subclasses | 2 | a config field, flag, file or data problem |
 | `NonFiniteLossError` | 3 | training diverged (NaN or inf loss) |
+| `EnvironmentFailure`, and an `OSError` such as disk full or an I/O error | 4 | an environment or resource failure (also: the workdir is locked by another run) |
+| `KeyboardInterrupt` (Ctrl-C, SIGTERM) | 130 | interrupted; re-running the same command resumes |
 | anything else | 1 | a bug (the CLI prints its traceback) |
 
 `BadInputError` is a `ValueError` and `NonFiniteLossError` a
@@ -18,6 +20,8 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_ENVIRONMENT = 4
+EXIT_INTERRUPTED = 130
 
 
 class BadInputError(ValueError):
@@ -59,6 +63,21 @@ class NonFiniteLossError(FloatingPointError):
     self.value = value
 
 
+class EnvironmentFailure(OSError):
+  """The machine, not the input: disk full, I/O error, a held lock."""
+  exit_code = EXIT_ENVIRONMENT
+
+
+class WorkdirLockedError(EnvironmentFailure):
+  """Another live run holds the workdir's lock."""
+
+
 def exit_code(error: BaseException) -> int:
   """The documented exit code of `error` (1 for anything unexpected)."""
-  return int(getattr(error, 'exit_code', EXIT_BUG))
+  if isinstance(error, KeyboardInterrupt):
+    return EXIT_INTERRUPTED
+  if hasattr(error, 'exit_code'):
+    return int(error.exit_code)
+  if isinstance(error, OSError):
+    return EXIT_ENVIRONMENT
+  return EXIT_BUG

@@ -18,6 +18,14 @@ def _is_remote(path: str) -> bool:
   return '://' in str(path)
 
 
+def join(root: str, *parts: str) -> str:
+  """Joins a local or remote (gs://...) path."""
+  root = str(root)
+  if _is_remote(root):
+    return '/'.join([root.rstrip('/'), *parts])
+  return os.path.join(root, *parts)
+
+
 def write_bytes(path: str, data: bytes) -> None:
   path = str(path)
   if _is_remote(path):
@@ -75,3 +83,21 @@ def read_text(path: str) -> str:
     return epath.Path(path).read_text()
   with open(path) as f:
     return f.read()
+
+
+def read_bytes(path: str) -> bytes:
+  path = str(path)
+  if _is_remote(path):
+    return epath.Path(path).read_bytes()
+  with open(path, 'rb') as f:
+    return f.read()
+
+
+def move(src: str, dst: str) -> None:
+  """Moves a file or directory tree to `dst` (its parent is created)."""
+  if _is_remote(src) or _is_remote(dst):
+    epath.Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    epath.Path(src).rename(dst)
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+  os.replace(src, dst)

@@ -1,182 +1,75 @@
 """The width-transfer chain: data -> project -> optimize -> extrapolate -> train
 -> report.
 
-`run(config, workdir)` validates the config (`validate`: each block by the
-module that owns it), builds the original and the projected problem once
-(`Run`), and runs the selected stages of `STAGES` in chain order. Each stage
-is a function of that `Run` that writes its outputs under the workdir
-(`workdir.Workdir` owns every path); a stage whose outputs exist is skipped,
-so a re-run resumes (and training resumes from its orbax checkpoints).
-
-Where a width vector is born, changed and consumed:
-* `widths/uniform.json`: the original network at `config.width_mult`
-  (`problem.from_config`), written by `run`;
-* `widths/projected_uniform.json`: the projected net (`projection.project`);
-* `widths/projected_optimized.json`: stage `optimize` (the width optimizer
-  on the projected problem, `width_optimizers.optimize`, or
-  `config.widths_file`);
-* `widths/transferred.json`: stage `transfer` (`extrapolate.extrapolate`);
-* `widths/direct_optimized.json`, `widths/direct.json`: stage
-  `optimize_direct` (the optimizer on the original problem, then FLOPs
-  matching, as a reference);
-* consumed by `train_<arm>` (`train.train_and_evaluate`, once per seed) and
-  `report`.
+`run(config, workdir)`:
+1. `prepare`: validates every config block (each by the module that owns
+   it) and everything that needs the data (the widths file, the MACs
+   target, that every image the run reads decodes), and builds the original
+   and the projected problem once. Nothing is written before this passes.
+2. Takes the workdir's lock (one run per workdir; `workdir.Lock`).
+3. Runs the selected stages of `stages.STAGES` in chain order, step by
+   step, deciding from fingerprints (`fingerprint`): a step whose record
+   equals its current inputs and whose outputs are intact is reused; one
+   with the same inputs but no outputs yet resumes (training from its last
+   checkpoint); one whose inputs changed, or whose output file is corrupt,
+   is recomputed, after its old outputs move to
+   `workdir/superseded/<step>-<time>/`. One line names what changed.
+4. Rewrites the report from the outputs whose fingerprints match.
 """
 from __future__ import annotations
 
-import dataclasses
+import os
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from absl import logging
-import jax
 
 from wt_jax import architectures
+from wt_jax import console
 from wt_jax import cost
 from wt_jax import data
 from wt_jax import extrapolate
 from wt_jax import files
+from wt_jax import fingerprint
 from wt_jax import problem as problem_lib
 from wt_jax import projection
-from wt_jax import report
-from wt_jax import result as result_lib
+from wt_jax import stages as stages_lib
 from wt_jax import train
 from wt_jax import validation
 from wt_jax import widths as widths_lib
 from wt_jax import width_optimizers
 from wt_jax.errors import ConfigError
+from wt_jax.errors import NonFiniteLossError
 from wt_jax.errors import WidthError
-from wt_jax.problem import Problem
-from wt_jax.workdir import ARMS
+from wt_jax.stages import Run
+from wt_jax.stages import STAGES
+from wt_jax.stages import Step
+from wt_jax.workdir import Lock
 from wt_jax.workdir import Workdir
 
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """What every stage reads: the config, the workdir and the two problems."""
-  config: Any
-  workdir: Workdir
-  original: Problem
-  projected: Problem
-
-  @property
-  def is_main(self) -> bool:
-    return jax.process_index() == 0
-
-  def save_widths(self, name: str, widths, **extra) -> None:
-    if self.is_main:
-      widths_lib.save(self.workdir.widths(name), widths, **extra)
-
-  def macs(self, widths, prob: Optional[Problem] = None) -> int:
-    prob = prob or self.original
-    return cost.macs(widths, prob.resolution, prob.num_classes)
+# A MACs target above this many times the original uniform network's MACs
+# is refused as a typo (1e13 on ResNet-20 would be a 272-billion-parameter
+# network); a real target that large means another width_mult.
+MAX_TARGET_FACTOR = 64
 
 
 # ----------------------------------------------------------------------------
-# Stages: each writes its outputs; `run` skips a stage whose outputs exist.
+# Validation: every block, before any work.
 # ----------------------------------------------------------------------------
 
 
-def stage_optimize(r: Run) -> None:
-  """Width optimization on the projected problem (or `config.widths_file`)."""
-  proj = r.projected
-  out = r.workdir.optimize()
-  if r.config.widths_file:
-    opt = widths_lib.load(r.config.widths_file, expect_arch=proj.widths.arch,
-                          expect_depth=proj.widths.depth)
-    found = result_lib.OptimizeResult(opt, 0, 0, 0.0, 0.0, dict(
-        optimizer='external', widths_file=r.config.widths_file))
-    if r.is_main:
-      result_lib.save(out, found)
-  else:
-    found = width_optimizers.optimize(r.config, proj, out)
-  r.save_widths('projected_optimized', found.widths,
-                macs=r.macs(found.widths, proj), resolution=proj.resolution)
+def normalize(config) -> None:
+  """`--config.stages=optimize,transfer` arrives as one comma string."""
+  names = tuple(s.strip() for item in tuple(config.stages)
+                for s in str(item).split(',') if s.strip())
+  if names != tuple(config.stages):
+    config.stages = names
 
 
-def stage_transfer(r: Run) -> None:
-  """Dimension matching, depth matching and FLOPs matching."""
-  proj, orig, t = r.projected, r.original, r.config.transfer
-  opt = widths_lib.load(r.workdir.widths('projected_optimized'),
-                        expect_arch=proj.widths.arch,
-                        expect_depth=proj.widths.depth)
-  match = extrapolate.extrapolate(
-      opt, proj.widths, orig.widths, rule=t.stacking,
-      target_macs=int(t.target_macs), resolution=orig.resolution,
-      num_classes=orig.num_classes, divisor=t.divisor, min_width=t.min_width)
-  mults = extrapolate.depth_match(
-      extrapolate.dimension_match(opt, proj.widths), proj.widths, orig.widths,
-      t.stacking)
-  r.save_widths('transferred', match.widths, macs=match.macs,
-                target_macs=match.target_macs, scale=match.scale,
-                stacking=t.stacking,
-                multipliers=dict(zip(orig.widths.names,
-                                     mults.round(6).tolist())))
-
-
-def stage_optimize_direct(r: Run) -> None:
-  """The reference: the optimizer on the original problem, FLOPs-matched."""
-  orig, t = r.original, r.config.transfer
-  found = width_optimizers.optimize(r.config, orig,
-                                    r.workdir.optimize(direct=True))
-  target = int(t.target_macs) or r.macs(orig.widths)
-  match = extrapolate.flops_match(found.widths, target, orig.resolution,
-                                  orig.num_classes, divisor=t.divisor,
-                                  min_width=t.min_width)
-  r.save_widths('direct_optimized', found.widths)
-  r.save_widths('direct', match.widths, macs=match.macs,
-                target_macs=match.target_macs)
-
-
-def stage_train(r: Run, arm: str) -> None:
-  """Final training of one arm, once per seed (each seed resumable)."""
-  widths = widths_lib.load(r.workdir.widths(arm))
-  for seed in r.config.seeds:
-    out = r.workdir.final(arm, seed)
-    if files.exists(out):
-      continue
-    metrics = train.train_and_evaluate(
-        r.config, widths, r.workdir.train(arm, seed), seed=int(seed),
-        eval_split='test')
-    if r.is_main:
-      files.write_json(out, dict(arm=arm, seed=int(seed), **metrics))
-
-
-def stage_report(r: Run) -> dict:
-  return report.write_report(r.config, r.original, r.projected, r.workdir)
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-  run: Callable[[Run], Optional[dict]]
-  outputs: Callable[[Run], list[str]]  # files whose existence marks it done
-
-
-def _train_stage(arm: str) -> Stage:
-  return Stage(lambda r: stage_train(r, arm),
-               lambda r: [r.workdir.final(arm, s) for s in r.config.seeds])
-
-
-# In chain order. The report has no outputs that mark it done: it is cheap
-# and always rewritten from what exists now.
-STAGES: dict[str, Stage] = {
-    'optimize': Stage(stage_optimize,
-                      lambda r: [r.workdir.widths('projected_optimized')]),
-    'transfer': Stage(stage_transfer,
-                      lambda r: [r.workdir.widths('transferred')]),
-    'train_transferred': _train_stage('transferred'),
-    'train_uniform': _train_stage('uniform'),
-    'optimize_direct': Stage(stage_optimize_direct,
-                             lambda r: [r.workdir.widths('direct')]),
-    'train_direct': _train_stage('direct'),
-    'report': Stage(stage_report, lambda r: []),
-}
-assert {f'train_{a}' for a in ARMS} <= set(STAGES)
-
-
-# ----------------------------------------------------------------------------
-# Validation and the chain.
-# ----------------------------------------------------------------------------
+def _optimizes(config) -> bool:
+  stages = tuple(config.stages)
+  return ('optimize' in stages and not config.widths_file) or (
+      'optimize_direct' in stages)
 
 
 def validate(config) -> None:
@@ -191,7 +84,7 @@ def validate(config) -> None:
     raise ConfigError(f'config.depth: {e}') from e
   f.choice('dtype', ('float32', 'bfloat16'))
   f.number('seed', 0, integer=True)
-  f.integers('seeds', 0)
+  f.integers('seeds', 0, unique=True)
   stages = tuple(config.stages)
   if not stages or any(s not in STAGES for s in stages):
     f.fail('stages', f'a non-empty subset of {", ".join(STAGES)}')
@@ -202,9 +95,38 @@ def validate(config) -> None:
   width_optimizers.validate(config)
   projection.validate(config.projection)
   extrapolate.validate(config.transfer)
+  if _optimizes(config) and not config.data.val_fraction > 0:
+    validation.fail('config.data.val_fraction', config.data.val_fraction,
+                    'a number in (0, 1) when a width optimizer runs (stages '
+                    'optimize / optimize_direct decide on the val split, '
+                    'never on test)')
 
 
-def check_problem(config, original: Problem, projected: Problem) -> None:
+def _check_target(config, original) -> None:
+  target = int(config.transfer.target_macs)
+  if not target:
+    return
+  arch, res = original.widths.arch, original.resolution
+  floor = cost.macs(original.widths.replace(
+      [config.transfer.min_width] * len(original.widths)), res,
+                    original.num_classes)
+  uniform = cost.macs(original.widths, res, original.num_classes)
+  if target < floor:
+    raise ConfigError(
+        f'config.transfer.target_macs={target:,} is infeasible: the '
+        f'smallest {arch} (every group at min_width='
+        f'{config.transfer.min_width}) costs {floor:,} MACs at {res}px; '
+        f'allowed: >= {floor:,}')
+  if target > MAX_TARGET_FACTOR * uniform:
+    raise ConfigError(
+        f'config.transfer.target_macs={target:,} is invalid: '
+        f'{target / uniform:,.0f} x the uniform {arch} ({uniform:,} MACs at '
+        f'{res}px); allowed: {floor:,} to {MAX_TARGET_FACTOR * uniform:,} '
+        f'({MAX_TARGET_FACTOR} x the uniform network; for a larger network '
+        'raise config.width_mult)')
+
+
+def check_problem(config, original, projected) -> None:
   """Checks that need the problems: the widths file and the MACs target."""
   if config.widths_file:
     try:
@@ -215,49 +137,182 @@ def check_problem(config, original: Problem, projected: Problem) -> None:
           f'config.widths_file: {e} (it must be a width vector of the '
           f'projected net: {projected.widths.arch} with depth '
           f'{list(projected.widths.depth)})') from e
-  target = int(config.transfer.target_macs)
-  if target:
-    floor = cost.macs(original.widths.replace(
-        [config.transfer.min_width] * len(original.widths)),
-                      original.resolution, original.num_classes)
-    if target < floor:
-      raise ConfigError(
-          f'config.transfer.target_macs={target:,} is infeasible: the '
-          f'smallest {original.widths.arch} (every group at '
-          f'min_width={config.transfer.min_width}) costs {floor:,} MACs at '
-          f'{original.resolution}px; allowed: >= {floor:,}')
+  _check_target(config, original)
+
+
+def _check_workdir(workdir: str) -> None:
+  if '://' in workdir:
+    return
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    validation.fail('--workdir', workdir, 'a directory (this is a file)')
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK | os.X_OK):
+    validation.fail('--workdir', workdir, f'a writable directory ({parent} '
+                    'is not writable)')
+
+
+def reads(config, original, projected) -> list[tuple[object, tuple]]:
+  """(data config, splits) of every split the selected stages read."""
+  stages = tuple(config.stages)
+  orig, proj = set(), set()
+  if any(s.startswith('train_') for s in stages):
+    orig |= {'train', 'test'}
+  if 'optimize_direct' in stages:
+    orig |= {'train', 'val'}
+  if 'optimize' in stages and not config.widths_file:
+    proj |= {'train', 'val'}
+  order = lambda names: tuple(s for s in data.SPLITS if s in names)
+  return [(p.data, order(names)) for p, names in ((original, orig),
+                                                  (projected, proj)) if names]
 
 
 def prepare(config, workdir: str) -> Run:
-  """Validates `config` and builds the two problems, once per run."""
+  """Validates `config` and builds the two problems, once per run; every
+  image the run will read is decoded here (and cached), so a bad file
+  stops the run before any work."""
+  normalize(config)
   validate(config)
+  _check_workdir(workdir)
   original = problem_lib.from_config(config)
   projected = projection.project(original, config.projection,
                                  divisor=config.transfer.divisor)
   check_problem(config, original, projected)
+  for data_config, split_names in reads(config, original, projected):
+    data.preload(data_config, split_names)
   return Run(config, Workdir(workdir), original, projected)
+
+
+# ----------------------------------------------------------------------------
+# Steps: reuse, resume or recompute.
+# ----------------------------------------------------------------------------
+
+
+def _read_record(step: Step) -> Optional[dict]:
+  try:
+    return files.read_json(step.record_path)
+  except FileNotFoundError:
+    return None
+  except ValueError:
+    logging.warning('Corrupt fingerprint %s: recomputing %s.',
+                    step.record_path, step.key)
+    return None
+
+
+def _corrupt(step: Step) -> list[str]:
+  """Output files that exist but do not parse."""
+  bad = []
+  for path in step.outputs:
+    if path.endswith('.json') and files.exists(path):
+      try:
+        files.read_json(path)
+      except ValueError:
+        bad.append(path)
+  return bad
+
+
+def is_fresh(step: Step) -> bool:
+  """Outputs present and intact, made from exactly these inputs."""
+  return (all(files.exists(p) for p in step.outputs) and not _corrupt(step)
+          and _read_record(step) == step.inputs)
+
+
+def _supersede(r: Run, step: Step) -> Optional[str]:
+  """Moves a step's old outputs to workdir/superseded/<step>-<time>/."""
+  paths = [p for p in (step.home,) + step.owned if files.exists(p)]
+  if not paths or not r.is_main:
+    return None
+  dest = r.workdir.path('superseded', step.key.replace('/', '-') + '-' +
+                        time.strftime('%Y%m%d-%H%M%S'))
+  for p in paths:
+    files.move(p, files.join(dest, os.path.relpath(p, r.workdir.root)))
+  return dest
+
+
+def run_step(r: Run, step: Step) -> str:
+  """Reuses, resumes or recomputes one step; returns which it did."""
+  stored = _read_record(step)
+  bad = _corrupt(step)
+  if stored == step.inputs and not bad:
+    if all(files.exists(p) for p in step.outputs):
+      return 'reused'
+    action = 'resumed' if files.exists(step.home) else 'computed'
+  else:
+    action = 'computed'
+    if stored is not None or bad or files.exists(step.home) or any(
+        files.exists(p) for p in step.owned):
+      why = ([f'corrupt {p}' for p in bad] or
+             fingerprint.changes(stored, step.inputs))
+      dest = _supersede(r, step)
+      console.line(f'  {step.key}: recomputing ({"; ".join(why)})'
+                   + (f'; old outputs moved to {dest}' if dest else ''))
+      action = 'recomputed'
+  if r.is_main:
+    files.write_json(step.record_path, step.inputs)
+  step.make()
+  return action
+
+
+def _run_stage(r: Run, name: str) -> None:
+  steps = STAGES[name].steps(r)
+  t0 = time.perf_counter()
+  done = []
+  for step in steps:
+    try:
+      done.append(run_step(r, step))
+    except NonFiniteLossError as e:
+      raise NonFiniteLossError(e.step, e.value, (
+          f'stage {step.key}: {e} Lower {STAGES[name].lr_field(r.config)} or '
+          'check the data.')) from e
+    except KeyboardInterrupt as e:
+      e.wt_jax_stage = step.key
+      raise
+  counts = {a: done.count(a) for a in dict.fromkeys(done)}
+  console.line(f'  {name}: ' + ', '.join(f'{n} {a}' for a, n in
+                                         counts.items()) +
+               f' ({time.perf_counter() - t0:.1f} s)')
+
+
+def fresh_outputs(r: Run) -> Callable[[str], bool]:
+  """A predicate over output paths: made from this run's inputs?"""
+  fresh = set()
+  for name, stage in STAGES.items():
+    try:
+      steps = stage.steps(r)
+    except (OSError, ValueError):  # an upstream file this run lacks
+      continue
+    for step in steps:
+      if is_fresh(step):
+        fresh.update(step.outputs + (step.home,))
+  return lambda path: path in fresh
 
 
 def run(config, workdir: str) -> Optional[dict]:
   """Runs the selected stages in chain order; returns the report (if run)."""
   r = prepare(config, workdir)
-  if r.is_main:
-    files.write_json(r.workdir.config, config.to_dict())
-  r.save_widths('uniform', r.original.widths, macs=r.macs(r.original.widths),
-                resolution=r.original.resolution)
-  r.save_widths('projected_uniform', r.projected.widths,
-                macs=r.macs(r.projected.widths, r.projected),
-                resolution=r.projected.resolution)
-  out = None
-  for name in [s for s in STAGES if s in tuple(config.stages)]:
-    stage = STAGES[name]
-    done = stage.outputs(r)
-    if done and all(files.exists(p) for p in done):
-      logging.info('Stage %s: done already, skipped.', name)
-      continue
-    logging.info('Stage %s ...', name)
-    t0 = time.perf_counter()
-    produced = stage.run(r)  # only the report returns a value
-    out = produced if produced is not None else out
-    logging.info('Stage %s: %.1f s.', name, time.perf_counter() - t0)
-  return out
+  selected = [s for s in STAGES if s in tuple(config.stages)]
+  lock = Lock(workdir) if r.is_main else None
+  if lock:
+    lock.acquire()
+  try:
+    if r.is_main:
+      files.write_json(r.workdir.config, config.to_dict())
+    r.save_widths('uniform', r.original.widths,
+                  macs=r.macs(r.original.widths),
+                  resolution=r.original.resolution)
+    r.save_widths('projected_uniform', r.projected.widths,
+                  macs=r.macs(r.projected.widths, r.projected),
+                  resolution=r.projected.resolution)
+    out = None
+    for name in selected:
+      console.header(f'Stage {name}')
+      if name == 'report':
+        out = stages_lib.write_report(r, fresh_outputs(r))
+      else:
+        _run_stage(r, name)
+    return out
+  finally:
+    if lock:
+      lock.release()

@@ -13,7 +13,7 @@ atomically:
 from __future__ import annotations
 
 import io
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from matplotlib.figure import Figure
 import numpy as np
@@ -57,13 +57,19 @@ def rank_correlation(a, b) -> float:
   return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _arm(wd: Workdir, arm: str, seeds, prob: Problem) -> Optional[dict]:
-  """One arm's widths and its per-seed final metrics (None if not made)."""
+def _arm(wd: Workdir, arm: str, seeds, prob: Problem,
+         fresh: Callable[[str], bool]) -> Optional[dict]:
+  """One arm's widths and its per-seed final metrics (None if not made).
+
+  Only outputs made from this run's inputs count (`fresh`); the uniform
+  widths are rewritten by every run.
+  """
   path = wd.widths(arm)
-  if not files.exists(path):
+  if not files.exists(path) or (arm != 'uniform' and not fresh(path)):
     return None
   w = widths_lib.load(path)
-  finals = [f for f in (_load(wd.final(arm, s)) for s in seeds) if f]
+  finals = [f for f in (_load(p) for p in (wd.final(arm, s) for s in seeds)
+                        if fresh(p)) if f]
   top1 = [f['top1'] for f in finals]
   top5 = [f['top5'] for f in finals]
   return dict(
@@ -90,11 +96,20 @@ def _overhead(original: Problem, projected: Problem, opt, direct) -> dict:
   return ov
 
 
-def collect(config, original: Problem, projected: Problem,
-            wd: Workdir) -> dict:
-  """Everything the report shows, as plain values."""
+def _result(path: str, fresh: Callable[[str], bool]):
+  return result_lib.load(path) if fresh(path) else None
+
+
+def collect(config, original: Problem, projected: Problem, wd: Workdir,
+            fresh: Callable[[str], bool] = lambda path: True) -> dict:
+  """Everything the report shows, as plain values.
+
+  `fresh(path)` says whether an output was made from this run's inputs;
+  the pipeline passes its fingerprint check, so a report never shows a
+  number this config did not compute.
+  """
   arms = {a: v for a in ('uniform', 'transferred', 'direct')
-          if (v := _arm(wd, a, config.seeds, original)) is not None}
+          if (v := _arm(wd, a, config.seeds, original, fresh)) is not None}
   out: dict[str, Any] = dict(arch=original.widths.arch,
                              depth=list(original.widths.depth),
                              resolution=original.resolution,
@@ -103,8 +118,8 @@ def collect(config, original: Problem, projected: Problem,
                              projection=config.projection.to_dict(),
                              stacking=config.transfer.stacking,
                              seeds=list(config.seeds), arms=arms)
-  opt = result_lib.load(wd.optimize())
-  direct = result_lib.load(wd.optimize(direct=True))
+  opt = _result(wd.optimize(), fresh)
+  direct = _result(wd.optimize(direct=True), fresh)
   if opt is not None:
     out['overhead'] = _overhead(original, projected, opt, direct)
     if 'transferred' in arms:
@@ -248,8 +263,9 @@ def plot_overhead(results: dict) -> bytes:
 
 
 def write_report(config, original: Problem, projected: Problem,
-                 wd: Workdir) -> dict:
-  results = collect(config, original, projected, wd)
+                 wd: Workdir,
+                 fresh: Callable[[str], bool] = lambda path: True) -> dict:
+  results = collect(config, original, projected, wd, fresh)
   files.write_json(wd.results_json, results)
   files.write_text(wd.results_md, markdown(results))
   if results['arms']:

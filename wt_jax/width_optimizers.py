@@ -44,12 +44,23 @@ from wt_jax.result import OptimizeResult
 class WidthOptimizer:
   optimize: Callable[..., OptimizeResult]  # (config, problem, workdir)
   validate: Optional[Callable[..., None]] = None  # (config) -> None
+  # (config) -> the config field of the learning rate its training uses,
+  # named in the error when that training diverges.
+  lr_field: Callable[..., str] = lambda config: 'config.train.base_lr'
 
 
 REGISTRY: dict[str, WidthOptimizer] = {
-    'morphnet': WidthOptimizer(morphnet.optimize, morphnet.validate),
-    'autoslim': WidthOptimizer(autoslim.optimize, autoslim.validate),
+    'morphnet': WidthOptimizer(morphnet.optimize, morphnet.validate,
+                               lambda config: 'config.morphnet.lr'),
+    'autoslim': WidthOptimizer(
+        autoslim.optimize, autoslim.validate,
+        lambda config: ('config.autoslim.lr' if config.autoslim.lr > 0 else
+                        'config.train.base_lr')),
 }
+
+
+def lr_field(config) -> str:
+  return REGISTRY[config.optimizer].lr_field(config)
 
 
 def validate(config) -> None:

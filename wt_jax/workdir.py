@@ -17,7 +17,15 @@ them spells a path itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import socket
+import time
+
+from absl import logging
+
+from wt_jax import files
+from wt_jax.errors import WorkdirLockedError
 
 # Where each width vector is born (the stage that writes it).
 WIDTH_FILES = {
@@ -31,19 +39,13 @@ WIDTH_FILES = {
 ARMS = ('transferred', 'uniform', 'direct')  # trained arms, in stage order
 
 
-def _join(root: str, *parts: str) -> str:
-  if '://' in root:
-    return '/'.join([root.rstrip('/'), *parts])
-  return os.path.join(root, *parts)
-
-
 @dataclasses.dataclass(frozen=True)
 class Workdir:
   """The layout of one run's output directory (local or gs://...)."""
   root: str
 
   def path(self, *parts: str) -> str:
-    return _join(self.root, *parts)
+    return files.join(self.root, *parts)
 
   @property
   def config(self) -> str:
@@ -63,7 +65,7 @@ class Workdir:
     return self.path('train', arm, f'seed_{int(seed)}')
 
   def final(self, arm: str, seed: int) -> str:
-    return _join(self.train(arm, seed), 'final.json')
+    return files.join(self.train(arm, seed), 'final.json')
 
   @property
   def results_json(self) -> str:
@@ -80,3 +82,77 @@ class Workdir:
   @property
   def overhead_png(self) -> str:
     return self.path('overhead.png')
+
+
+class Lock:
+  """One run per workdir: `<workdir>/.lock` holds the owner's pid and host.
+
+  `acquire` creates the file exclusively. If it exists and names a process
+  on this host that is gone, the lock is taken over (with a warning);
+  otherwise `WorkdirLockedError` names the holder. Remote workdirs
+  (gs://...) are not locked: there is no exclusive create there.
+  """
+
+  def __init__(self, root: str):
+    self.root = root
+    self.path = files.join(root, '.lock')
+    self.held = False
+
+  def _holder(self) -> dict:
+    try:
+      with open(self.path) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return {}
+
+  def _stale(self, holder: dict) -> bool:
+    if holder.get('host') != socket.gethostname():
+      return False
+    try:
+      os.kill(int(holder['pid']), 0)
+    except (KeyError, ValueError, TypeError):
+      # Unreadable: a writer killed between create and write, or garbage.
+      return time.time() - os.path.getmtime(self.path) > 60
+    except ProcessLookupError:
+      return True
+    except PermissionError:
+      return False
+    return False
+
+  def acquire(self) -> None:
+    if '://' in self.root:
+      return
+    os.makedirs(self.root, exist_ok=True)
+    me = {'pid': os.getpid(), 'host': socket.gethostname(),
+          'since': time.strftime('%Y-%m-%d %H:%M:%S')}
+    while True:
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = self._holder()
+        if self._stale(holder):
+          logging.warning('Taking over the lock of a run that is gone: %s '
+                          '(%s).', self.path, holder)
+          os.unlink(self.path)
+          continue
+        raise WorkdirLockedError(
+            f'workdir {self.root} is in use by pid {holder.get("pid")} on '
+            f'{holder.get("host")} since {holder.get("since")} (lock file '
+            f'{self.path}); wait for that run to end, or delete the lock '
+            'file if that process is gone') from None
+      with os.fdopen(fd, 'w') as f:
+        json.dump(me, f)
+      self.held = True
+      return
+
+  def release(self) -> None:
+    if self.held and self._holder().get('pid') == os.getpid():
+      os.unlink(self.path)
+    self.held = False
+
+  def __enter__(self):
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc):
+    self.release()

@@ -46,6 +46,7 @@ from wt_jax.data.fields import AUGMENTS
 from wt_jax.data.fields import validate
 from wt_jax.data.pipeline import as_numpy
 from wt_jax.data.pipeline import make_dataset
+from wt_jax.data.pipeline import preload
 from wt_jax.data.sources import get_source
 from wt_jax.data.splits import clear_caches
 from wt_jax.data.splits import dataset_info
@@ -67,6 +68,7 @@ __all__ = [
     'dataset_info',
     'get_source',
     'make_dataset',
+    'preload',
     'split_indices',
     'validate',
 ]

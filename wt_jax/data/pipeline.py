@@ -105,6 +105,27 @@ def make_dataset(data_config, split: str, *, batch_size: int, seed: int,
   return ds.with_options(options).prefetch(AUTOTUNE)
 
 
+def preload(data_config, split_names=splits.SPLITS) -> int:
+  """Reads every image of these splits now; returns how many.
+
+  An image that does not decode raises DataError naming its file before any
+  training starts. With `config.data.cache` the decoded images stay in
+  memory for the run, so this costs no second decode; TFDS data that is not
+  cached is only listed here (TFDS validated it when it was prepared).
+  """
+  dc = data_config
+  source = sources.get_source(dc)
+  store = _stored_size(dc, source, splits.fed_resolution(dc, source))
+  count = 0
+  for split in split_names:
+    indices = splits.split_indices(dc)[split]
+    if len(indices):
+      source.examples('test' if split == 'test' else 'train', indices,
+                      store, dc.cache)
+      count += len(indices)
+  return count
+
+
 def _check_arguments(split, batch_size, process_index, process_count,
                      num_epochs):
   """DataError for a bad argument of `make_dataset` (not a config field)."""

@@ -13,11 +13,11 @@
   `tfds.folder_dataset.ImageFolder`. Class ids are the sorted names of the
   train class folders. The folder is listed here rather than through
   `ImageFolder`, whose public API can only list labels by reading every file
-  and silently accepts an empty class folder. Every image of a raw split is
-  decoded once per process (which validates it: an undecodable file raises
-  `DataError` naming it) and, with `config.data.cache`, kept in memory as
-  uint8 (resolution x resolution); without it, images are decoded again each
-  epoch. Meant for small and medium datasets; use TFDS at ImageNet scale.
+  and silently accepts an empty class folder. Only the images a run uses
+  are decoded, each once per process (which validates it: an undecodable
+  file raises `DataError` naming it), and, with `config.data.cache`, kept in
+  memory as uint8 (resolution x resolution); without it, images are decoded
+  again each epoch. Meant for small and medium datasets; use TFDS at ImageNet scale.
 * 'digits': scikit-learn's bundled 8x8 handwritten digits (1,797 images,
   10 classes, no download), split once into train (1,437) and test (360) by a
   fixed stratified split (`random_state=0`). Pixel values 0..16 are scaled to
@@ -140,8 +140,8 @@ class FolderSource:
       self._paths[split] = np.array([p for p, _ in paths])
       self._labels[split] = np.array([l for _, l in paths], np.int64)
     self.native_resolution = self._first_image_side()
-    self._decoded = {}  # (split, size) -> uint8 array of the whole raw split
-    self._validated = set()
+    self._decoded = {}  # (split, size) -> (uint8 store, decoded mask)
+    self._validated = {}  # split -> raw indices known to decode
 
   def _split_dirs(self):
     """{'train': 'train', 'test': 'test' or 'val'}; DataError if missing."""
@@ -205,38 +205,57 @@ class FolderSource:
                                dtype=tf.uint8, expand_animations=False)
     return image if size is None else image_ops.fit(image, size)
 
-  def _decode_all(self, split, size, keep):
-    """Decodes every image of a raw split once; DataError names bad files."""
-    paths = self._paths[split]
+  def _decode(self, split, indices, size):
+    """Decodes the images `indices` of a raw split; DataError names bad
+    files. Returns uint8 [len(indices), size, size, 3]."""
+    paths = self._paths[split][indices]
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
     ds = ds.map(lambda i, p: (i, self._load(p, size)),
                 num_parallel_calls=AUTOTUNE)
     ds = ds.ignore_errors().batch(1024).prefetch(2)
-    images = np.empty((len(paths), size, size, 3), np.uint8) if keep else None
+    images = np.empty((len(paths), size, size, 3), np.uint8)
     seen = np.zeros(len(paths), bool)
     for index, batch in ds.as_numpy_iterator():
       seen[index] = True
-      if keep:
-        images[index] = batch
+      images[index] = batch
     bad = paths[~seen]
     if len(bad):
       listed = ', '.join(bad[:5]) + (', ...' if len(bad) > 5 else '')
       raise DataError(f'cannot decode image file {bad[0]} (config.data.source'
                       f'={self._source!r}; {len(bad)} undecodable file(s): '
                       f'{listed})')
-    self._validated.add(split)
     return images
+
+  def _cached(self, split, indices, size):
+    """The split's uint8 store at `size`, with at least `indices` decoded.
+
+    Only the images a run asks for are decoded (a 10% subset decodes 10% of
+    the train split), each once per process.
+    """
+    key = (split, size)
+    if key not in self._decoded:
+      n = len(self._paths[split])
+      self._decoded[key] = (np.empty((n, size, size, 3), np.uint8),
+                            np.zeros(n, bool))
+    store, have = self._decoded[key]
+    missing = indices[~have[indices]]
+    if len(missing):
+      store[missing] = self._decode(split, missing, size)
+      have[missing] = True
+    return store
 
   def examples(self, split, indices, size, cache):
     size = size or self.native_resolution
+    indices = np.asarray(indices, np.int64)
     num_bytes = len(self._paths[split]) * size * size * 3
     if cache and _fits_in_memory(num_bytes):
-      if (split, size) not in self._decoded:
-        self._decoded[split, size] = self._decode_all(split, size, keep=True)
-      return _in_memory_examples(self._decoded[split, size],
+      return _in_memory_examples(self._cached(split, indices, size),
                                  self._labels[split], indices)
-    if split not in self._validated:
-      self._decode_all(split, size, keep=False)
+    unchecked = np.setdiff1d(indices, self._validated.get(split, []))
+    if len(unchecked):  # validate once, then decode on the fly each epoch
+      self._decode(split, unchecked, size)
+      self._validated[split] = np.union1d(self._validated.get(split, []),
+                                          unchecked)
     ds = tf.data.Dataset.from_tensor_slices(
         (self._paths[split][indices], self._labels[split][indices], indices))
     return ds.map(lambda p, l, i: {'image': self._load(p, size),

@@ -1,0 +1,77 @@
+"""What a user sees by default: stage headers, one-line summaries, progress.
+
+Library INFO logs (orbax, absl, clu) are off unless `--verbosity=1`
+(`main.py`); this module prints the few lines a run shows, on process 0
+only:
+
+* `header('Stage optimize')`, `line('  optimize: 1 computed (9.2 s)')`;
+* `Progress(total, initial, desc)`: a tqdm bar with step, loss, img/s and
+  ETA when stdout is a terminal, otherwise one plain line every `every`
+  steps (logs and CI stay readable).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Mapping, Optional
+
+import jax
+import tqdm
+
+
+def _main() -> bool:
+  return jax.process_index() == 0
+
+
+def header(text: str) -> None:
+  if _main():
+    print(text, flush=True)
+
+
+def line(text: str) -> None:
+  if _main():
+    print(text, flush=True)
+
+
+def _eta(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  h, rem = divmod(seconds, 3600)
+  return f'{h}:{rem // 60:02d}:{rem % 60:02d}'
+
+
+class Progress:
+  """A training loop's progress: a bar on a terminal, else plain lines."""
+
+  def __init__(self, total: int, initial: int = 0, desc: str = '',
+               every: int = 50, stream=None):
+    self.total, self.step, self.desc = int(total), int(initial), desc
+    self.every = max(1, int(every))
+    self.stream = stream or sys.stdout
+    self.enabled = _main()
+    self.bar: Optional[tqdm.tqdm] = None
+    self.t0, self.start = time.perf_counter(), int(initial)
+    if self.enabled and self.stream.isatty():
+      self.bar = tqdm.tqdm(total=self.total, initial=self.step, desc=desc,
+                           file=self.stream, dynamic_ncols=True,
+                           leave=False)
+
+  def update(self, step: int, values: Mapping[str, float]) -> None:
+    """Called at log steps with the interval's means (loss, img/s, ...)."""
+    if not self.enabled:
+      return
+    shown = {k: f'{v:.4g}' for k, v in values.items()}
+    if self.bar is not None:
+      self.bar.update(step - self.step)
+      self.bar.set_postfix(shown, refresh=True)
+    elif step % self.every == 0 or step == self.total:
+      per_step = (time.perf_counter() - self.t0) / max(step - self.start, 1)
+      text = '  '.join(f'{k} {v}' for k, v in shown.items())
+      print(f'  {self.desc} step {step}/{self.total}  {text}  ETA '
+            f'{_eta(per_step * (self.total - step))}', file=self.stream,
+            flush=True)
+    self.step = step
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+      self.bar = None

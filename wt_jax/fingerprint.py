@@ -1,0 +1,90 @@
+"""Fingerprints: exactly the inputs a stage output was computed from.
+
+A fingerprint is a JSON record of the config fields a step reads (dotted
+paths and their values) and the SHA-256 of every upstream file it consumes.
+The pipeline writes a step's record into its directory when the step starts
+(so a checkpoint directory is tagged with its inputs from the first save)
+and compares it on a re-run: equal records mean the output (or the
+checkpoint to resume from) was made from the same inputs; otherwise the
+step is recomputed, and `changes` names what differs.
+
+Fields that cannot change a result are never part of a fingerprint
+(`RESULT_FREE`: logging and checkpoint cadence, the in-memory cache, the
+stage and seed selection, multi-host set-up).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Mapping, Optional
+
+from wt_jax import files
+
+RESULT_FREE = frozenset({
+    'train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
+    'train.eval_every', 'data.cache', 'distributed', 'stages', 'seeds',
+})
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    path = f'{prefix}{key}'
+    if isinstance(value, Mapping):
+      out.update(_flatten(value, path + '.'))
+    else:
+      out[path] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def config_fields(config, prefixes: Iterable[str],
+                  exclude: Iterable[str] = ()) -> dict[str, Any]:
+  """The config's leaves under `prefixes` (dotted), minus RESULT_FREE and
+  `exclude`, as {dotted path: value}."""
+  flat = _flatten(config.to_dict())
+  prefixes = tuple(prefixes)
+  skip = RESULT_FREE | set(exclude)
+  return {k: v for k, v in sorted(flat.items())
+          if k not in skip and any(k == p or k.startswith(p + '.')
+                                   for p in prefixes)}
+
+
+def file_digest(path: str) -> Optional[str]:
+  """SHA-256 of a file's bytes (None if it does not exist)."""
+  if not files.exists(path):
+    return None
+  return hashlib.sha256(files.read_bytes(path)).hexdigest()
+
+
+def record(fields: Mapping[str, Any], upstream: Iterable[str] = (),
+           **extra: Any) -> dict[str, Any]:
+  """The fingerprint of a step: its fields, upstream digests and extras."""
+  return {'fields': dict(fields), **extra,
+          'upstream': {p: file_digest(p) for p in upstream}}
+
+
+def digest(rec: Mapping[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(rec, sort_keys=True, default=str)
+                        .encode()).hexdigest()[:16]
+
+
+def changes(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]
+            ) -> list[str]:
+  """What differs between two records: field paths, 'upstream <file>', or
+  the extra keys; ['(no fingerprint)'] when there is no old record."""
+  if old is None:
+    return ['(no fingerprint)']
+  out = []
+  old_f, new_f = old.get('fields', {}), new.get('fields', {})
+  for k in sorted(set(old_f) | set(new_f)):
+    if old_f.get(k, '<absent>') != new_f.get(k, '<absent>'):
+      out.append(f'{k}: {old_f.get(k, "<absent>")!r} -> '
+                 f'{new_f.get(k, "<absent>")!r}')
+  old_u, new_u = old.get('upstream', {}), new.get('upstream', {})
+  for k in sorted(set(old_u) | set(new_u)):
+    if old_u.get(k) != new_u.get(k):
+      out.append(f'upstream {k}')
+  for k in sorted((set(old) | set(new)) - {'fields', 'upstream'}):
+    if old.get(k) != new.get(k):
+      out.append(f'{k}: {old.get(k)!r} -> {new.get(k)!r}')
+  return out
