@@ -20,45 +20,12 @@ from wt_jax import result as result_lib
 from wt_jax import width_optimizers
 from wt_jax import widths as W
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tiny_config(**over):
-  """resnet_tiny on 8x8 digits, a few steps per stage."""
-  c = defaults.get_config()
-  c.arch = 'resnet_tiny'
-  c.data.source = 'digits'
-  c.data.augment = 'none'
-  c.train.batch_size = 64
-  c.train.num_steps = 12
-  c.train.base_lr = 0.4
-  c.train.warmup_epochs = 0.0
-  c.train.log_every = 4
-  c.train.checkpoint_every = 4
-  c.morphnet.num_steps = 10
-  c.morphnet.export_every = 5
-  c.morphnet.lr = 0.4
-  c.autoslim.num_steps = 6
-  c.autoslim.eval_batches = 1
-  c.autoslim.calib_batches = 1
-  c.projection.width_mult = 0.5
-  c.projection.depth_mult = 0.5
-  c.projection.sample_fraction = 0.5
-  c.projection.resolution = 6
-  c.transfer.divisor = 2
-  c.transfer.min_width = 2
-  c.seeds = (0,)
-  for k, v in over.items():
-    node = c
-    *path, leaf = k.split('.')
-    for p in path:
-      node = node[p]
-    node[leaf] = v
-  return c
+from _tiny import REPO
+from _tiny import tiny_config
 
 
 def test_full_chain_writes_every_output(tmp_path):
-  c = _tiny_config(stages=tuple(pipeline.STAGES), seeds=(0, 1))
+  c = tiny_config(stages=tuple(pipeline.STAGES), seeds=(0, 1))
   res = pipeline.run(c, str(tmp_path))
   for name in ('uniform', 'projected_uniform', 'projected_optimized',
                'transferred', 'direct_optimized', 'direct'):
@@ -95,7 +62,7 @@ def test_full_chain_writes_every_output(tmp_path):
 
 
 def test_rerun_skips_finished_stages(tmp_path, monkeypatch):
-  c = _tiny_config(stages=('optimize', 'transfer'))
+  c = tiny_config(stages=('optimize', 'transfer'))
   pipeline.run(c, str(tmp_path))
   before = (tmp_path / 'widths' / 'transferred.json').read_text()
 
@@ -186,14 +153,14 @@ def test_bad_config_exits_2_naming_the_field(tmp_path, flag, message):
 def test_widths_file_of_another_architecture_is_refused(tmp_path):
   path = tmp_path / 'w.json'
   W.save(str(path), W.uniform('resnet56_cifar'))
-  c = _tiny_config(widths_file=str(path))
+  c = tiny_config(widths_file=str(path))
   with pytest.raises(errors.ConfigError,
                      match="config.widths_file: .*'resnet_tiny' is expected"):
     pipeline.run(c, str(tmp_path / 'wd'))
 
 
 def test_widths_file_skips_the_optimizer(tmp_path):
-  c = _tiny_config(stages=('optimize', 'transfer'))
+  c = tiny_config(stages=('optimize', 'transfer'))
   proj = pipeline.prepare(c, str(tmp_path / 'wd')).projected
   opt = proj.widths.replace([max(2, v // 2) for v in proj.widths.values])
   W.save(str(tmp_path / 'opt.json'), opt)
@@ -216,7 +183,7 @@ def test_nan_in_training_exits_3(tmp_path):
     ('morphnet.threshold', 0.0), ('optimizer', 'dmcp'), ('seeds', ()),
     ('arch', 'resnet9000'), ('dtype', 'float16'), ('width_mult', -1.0)])
 def test_config_fields_are_checked(field, value):
-  c = _tiny_config()
+  c = tiny_config()
   node = c
   *path, leaf = field.split('.')
   for p in path:
@@ -229,7 +196,7 @@ def test_config_fields_are_checked(field, value):
 
 def test_morphnet_cuts_macs_while_loss_falls(tmp_path):
   """A short high-strength MorphNet run on digits: >= 30% fewer MACs."""
-  c = _tiny_config()
+  c = tiny_config()
   c.arch = 'resnet20_cifar'
   c.morphnet.num_steps = 60
   c.morphnet.strength_knob = 8.0

@@ -68,18 +68,34 @@ def digest(rec: Mapping[str, Any]) -> str:
                         .encode()).hexdigest()[:16]
 
 
+def _field_changes(old: Mapping[str, Any], new: Mapping[str, Any]
+                   ) -> list[str]:
+  """Changed field paths; a block present on one side only is one entry."""
+  absent = '<absent>'
+  keys = sorted(k for k in set(old) | set(new)
+                if old.get(k, absent) != new.get(k, absent))
+  blocks = {}
+  for k in keys:
+    blocks.setdefault(k.split('.')[0] if '.' in k else k, []).append(k)
+  out = []
+  for block, ks in blocks.items():
+    in_old = any(k.startswith(block + '.') for k in old)
+    in_new = any(k.startswith(block + '.') for k in new)
+    if ks[0] != block and in_old != in_new:
+      out.append(f'{block}: {"added" if in_new else "dropped"}')
+      continue
+    out += [f'{k}: {old.get(k, absent)!r} -> {new.get(k, absent)!r}'
+            for k in ks]
+  return out
+
+
 def changes(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]
             ) -> list[str]:
   """What differs between two records: field paths, 'upstream <file>', or
   the extra keys; ['(no fingerprint)'] when there is no old record."""
   if old is None:
     return ['(no fingerprint)']
-  out = []
-  old_f, new_f = old.get('fields', {}), new.get('fields', {})
-  for k in sorted(set(old_f) | set(new_f)):
-    if old_f.get(k, '<absent>') != new_f.get(k, '<absent>'):
-      out.append(f'{k}: {old_f.get(k, "<absent>")!r} -> '
-                 f'{new_f.get(k, "<absent>")!r}')
+  out = _field_changes(old.get('fields', {}), new.get('fields', {}))
   old_u, new_u = old.get('upstream', {}), new.get('upstream', {})
   for k in sorted(set(old_u) | set(new_u)):
     if old_u.get(k) != new_u.get(k):

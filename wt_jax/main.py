@@ -22,6 +22,7 @@ when stdout is not a terminal), a summary line per stage and the results
 table. `--verbosity=1` shows the libraries' INFO logs too.
 """
 import os
+import re
 import signal
 import sys
 
@@ -48,6 +49,17 @@ _WORKDIR = flags.DEFINE_string(
 flags.mark_flags_as_required(['config'])
 
 
+def _override_of(argv, message: str) -> str:
+  """The --config.FIELD argument a config error is about, if one matches."""
+  names = re.findall(r"'([^']+)'", message)
+  for arg in argv[1:]:
+    path = arg.split('=')[0]
+    if path.startswith('--config.') and any(
+        n in path.split('.') for n in names):
+      return path + ': '
+  return ''
+
+
 def parse_flags(argv):
   """absl's parser, with bad flags and config overrides as exit code 2."""
   try:
@@ -58,7 +70,11 @@ def parse_flags(argv):
     # ml_collections raises these for an unknown field, a wrong type, or
     # a config file that does not load.
     message = str(e.args[0]) if e.args else repr(e)
-  print(f'error: bad command line: {message}\n(see --helpfull; exit code '
+    if isinstance(e, KeyError):
+      message = 'unknown config field ' + message
+    message = _override_of(argv, message) + message
+  message = ' '.join(message.split())
+  print(f'error: bad command line: {message} (see --helpfull; exit code '
         f'{errors.EXIT_BAD_INPUT})', file=sys.stderr)
   sys.exit(errors.EXIT_BAD_INPUT)
 

@@ -256,7 +256,8 @@ def plot_overhead(results: dict) -> bytes:
   ax.set_xlabel('width-optimization cost (MAC·examples, log)')
   ax.set_ylabel('top-1 (%)')
   ax.set_title('accuracy vs optimization cost')
-  ax.legend(fontsize=8)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   data = _png(fig)
   return data

@@ -24,6 +24,7 @@ import numpy as np
 
 from wt_jax import architectures
 from wt_jax import files
+from wt_jax.errors import ArchError
 from wt_jax.errors import WidthError
 
 
@@ -160,7 +161,10 @@ def from_json(obj: Mapping[str, Any], *, expect_arch: Optional[str] = None,
   if expect_arch is not None and arch != expect_arch:
     raise WidthError(f'{source}: arch is {arch!r}, but {expect_arch!r} is '
                      'expected')
-  spec = architectures.get_arch(arch, obj.get('depth') or None)
+  try:
+    spec = architectures.get_arch(arch, obj.get('depth') or None)
+  except ArchError as e:
+    raise WidthError(f'{source}: {e}') from e
   if expect_depth and tuple(expect_depth) != spec.depth:
     raise WidthError(f'{source}: depth is {list(spec.depth)}, but '
                      f'{list(expect_depth)} is expected')
