@@ -206,19 +206,15 @@ def test_candidates_skip_new_identity_shortcut():
 
 def _sandwich_steps(mesh, batches, space, loss_fn):
   model = models.build_model(space.widths, CLASSES)
-  tc = train.derive_train_config(defaults.get_config().train, batch_size=16,
-                                 base_lr=0.8, warmup_epochs=0.0,
-                                 label_smoothing=0.1)
-  tx = train.make_optimizer(tc, train.learning_rate_schedule(tc, 10, 5))
-  names = train.metric_names(model, (RES, RES, 3), loss_fn=loss_fn,
-                             train_config=tc)
-  state, shardings = train.init_state(model, tx, mesh, seed=0,
-                                      image_shape=(RES, RES, 3), names=names)
-  step = train.make_train_step(model, tx, mesh, shardings, seed=0,
-                               train_config=tc, loss_fn=loss_fn)
+  tc = defaults.get_config().train
+  tc.update(batch_size=16, base_lr=0.8, warmup_epochs=0.0,
+            label_smoothing=0.1)
+  step = train.TrainStep(model, tc, mesh, seed=0, image_shape=(RES, RES, 3),
+                         total_steps=10, steps_per_epoch=5, loss_fn=loss_fn)
+  state = step.init()
   for batch in batches:
     state = step(state, train.global_batch(mesh, batch))
-  assert step._cache_size() == 1  # one compile for every sampled width
+  assert step.jitted._cache_size() == 1  # one compile for every sampled width
   return train.to_host(state)
 
 

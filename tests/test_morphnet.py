@@ -153,27 +153,23 @@ def test_learned_widths_keep_minimum_and_ties():
 
 def test_regularized_step_8_devices_equals_1_device():
   """The MorphNet term inside the jitted, sharded step: 8 devices == 1."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  from wt_jax import defaults  # pylint: disable=g-import-not-at-top
   from wt_jax import train  # pylint: disable=g-import-not-at-top
   w = W.uniform('resnet_tiny')
   model = models.build_model(w, 10)
   s = morphnet.make_structure(w, 8, 10)
   extra = morphnet.make_extra_loss(s, 1.0 / cost_lib.macs(w, 8, 10))
-  tc = ml_collections.ConfigDict(dict(train.TRAIN_DEFAULTS, batch_size=16,
-                                      base_lr=0.4, warmup_epochs=0.0))
+  tc = defaults.get_config().train
+  tc.update(batch_size=16, base_lr=0.4, warmup_epochs=0.0)
   rng = np.random.default_rng(0)
   batches = [{'image': rng.normal(size=(16, 8, 8, 3)).astype(np.float32),
               'label': rng.integers(0, 10, 16).astype(np.int32),
               'mask': np.ones(16, np.float32)} for _ in range(2)]
 
   def run(mesh, extra=extra):
-    tx = train.make_optimizer(tc, train.learning_rate_schedule(tc, 10, 5))
-    names = train.metric_names(model, (8, 8, 3), extra_loss=extra,
-                               train_config=tc)
-    state, shardings = train.init_state(model, tx, mesh, seed=0,
-                                        image_shape=(8, 8, 3), names=names)
-    step = train.make_train_step(model, tx, mesh, shardings, seed=0,
-                                 train_config=tc, extra_loss=extra)
+    step = train.TrainStep(model, tc, mesh, seed=0, image_shape=(8, 8, 3),
+                           total_steps=10, steps_per_epoch=5, extra_loss=extra)
+    state = step.init()
     for b in batches:
       state = step(state, train.global_batch(mesh, b))
     return train.to_host(state)

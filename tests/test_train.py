@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _two_process_worker as worker  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from wt_jax import cost
+from wt_jax import defaults
 from wt_jax import models
 from wt_jax import train
 from wt_jax import widths as W
@@ -30,7 +31,11 @@ TIMING_KEYS = ('wall_time_s', 'img_per_s')
 
 
 def _train_config(**overrides):
-  return ml_collections.ConfigDict(dict(train.TRAIN_DEFAULTS, **overrides))
+  """The full `config.train` block of wt_jax/defaults.py, with overrides."""
+  tc = defaults.get_config().train
+  for name, value in overrides.items():
+    tc[name] = value
+  return tc
 
 
 def _records(workdir):
@@ -103,7 +108,7 @@ def test_weight_decay_mask_excludes_bn_and_bias():
   for switch in (False, True):
     tc = _train_config(weight_decay=0.01, momentum=0.0,
                        decay_bn_and_bias=switch)
-    tx = train.make_optimizer(tc, lambda count: 1.0)
+    tx = train.make_sgd(tc, lambda count: 1.0)
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
     mask = train.weight_decay_mask(params, switch)
@@ -140,20 +145,16 @@ def _sandwich_loss(model, params, batch_stats, batch, rng, train_config):
 
 
 def _run_steps(mesh, batches, *, loss_fn=None, extra_loss=None):
-  model = models.build_model(worker.widths(), 10)
-  tc = _train_config(batch_size=16, base_lr=0.8, warmup_epochs=0.0)
-  tx = train.make_optimizer(tc, train.learning_rate_schedule(tc, 10, 5))
-  names = train.metric_names(model, (8, 8, 3), loss_fn=loss_fn,
-                             extra_loss=extra_loss, train_config=tc)
-  state, shardings = train.init_state(model, tx, mesh, seed=0,
-                                      image_shape=(8, 8, 3), names=names)
-  step = train.make_train_step(model, tx, mesh, shardings, seed=0,
-                               train_config=tc, loss_fn=loss_fn,
-                               extra_loss=extra_loss)
+  step = train.TrainStep(
+      models.build_model(worker.widths(), 10),
+      _train_config(batch_size=16, base_lr=0.8, warmup_epochs=0.0), mesh,
+      seed=0, image_shape=(8, 8, 3), total_steps=10, steps_per_epoch=5,
+      loss_fn=loss_fn, extra_loss=extra_loss)
+  state = step.init()
   for batch in batches:
     state = step(state, train.global_batch(mesh, batch))
     assert state.params['fc']['kernel'].sharding.is_fully_replicated
-  return model, train.to_host(state)
+  return train.to_host(state)
 
 
 def _random_batches(n, size=16):
@@ -170,9 +171,8 @@ def test_sharded_step_equals_single_device_step(variant):
             'extra_loss+loss_fn': {'extra_loss': _l2_extra_loss,
                                    'loss_fn': _sandwich_loss}}[variant]
   batches = _random_batches(2)
-  model, one = _run_steps(train.make_mesh(jax.devices()[:1]), batches,
-                          **kwargs)
-  _, eight = _run_steps(train.make_mesh(), batches, **kwargs)
+  one = _run_steps(train.make_mesh(jax.devices()[:1]), batches, **kwargs)
+  eight = _run_steps(train.make_mesh(), batches, **kwargs)
   chex.assert_trees_all_close(eight, one, rtol=2e-5, atol=2e-6)
   assert int(eight.step) == 2 and int(eight.nonfinite_step) == -1
   assert float(eight.sums['count']) == 2.0
@@ -180,17 +180,34 @@ def test_sharded_step_equals_single_device_step(variant):
     assert set(eight.sums) == {'loss', 'extra_loss', 'distill', 'count'}
     assert float(eight.sums['extra_loss']) > 0
     assert float(eight.sums['distill']) > 0
-  # BN statistics are global: statistics of one device's shard (2 of 16
-  # examples) would be far from the ones the sharded step computed.
-  variables = {'params': one.params,
-               'batch_stats': jax.tree.map(jnp.zeros_like, one.batch_stats)}
-  _, shard_stats = model.apply(variables, batches[0]['image'][:2], train=True,
-                               mutable=['batch_stats'])
-  _, full_stats = model.apply(variables, batches[0]['image'], train=True,
-                              mutable=['batch_stats'])
-  shard_mean = shard_stats['batch_stats']['stem']['bn']['mean']
-  full_mean = full_stats['batch_stats']['stem']['bn']['mean']
-  assert np.abs(shard_mean - full_mean).max() > 1e-3
+
+
+def test_bn_statistics_are_global():
+  """The 8-device step's BN statistics are those of the whole batch.
+
+  After one step the running statistics depend only on the initial
+  parameters and the batch, so the sharded step must give what the
+  1-device step gives on the same 16 examples, and not what a step on
+  device 0's shard alone (its 2 examples) gives.
+  """
+  mesh = train.make_mesh()
+  batch = _random_batches(1)[0]
+  batch['image'][:2] += 3.0  # device 0's examples differ from the rest
+  shard = train.global_batch(mesh, batch)['image'].addressable_shards[0]
+  assert shard.device == jax.devices()[0]
+  device0 = {'image': np.asarray(shard.data), 'label': batch['label'][:2],
+             'mask': batch['mask'][:2]}
+  np.testing.assert_array_equal(device0['image'], batch['image'][:2])
+
+  eight = _run_steps(mesh, [batch]).batch_stats
+  one = _run_steps(train.make_mesh(jax.devices()[:1]), [batch]).batch_stats
+  local = _run_steps(train.make_mesh(jax.devices()[:1]), [device0]).batch_stats
+  chex.assert_trees_all_close(eight, one, rtol=2e-5, atol=2e-6)
+  # Every statistic (mean and var of every BN layer) is far from the local
+  # one: by more than 100x the tolerance the equal ones meet.
+  gaps = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(),
+                                      eight, local))
+  assert len(gaps) == len(jax.tree.leaves(one)) and min(gaps) > 100 * 2e-6
 
 
 # --------------------------------------------------------------------------
@@ -389,7 +406,7 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
 
   # Meanwhile, the reference: one process with 8 devices, fed the same global
   # batches (process 0's block of the data, then process 1's).
-  original = train.local_train_batches
+  original = train.batches.local_train_batches
 
   def both_blocks(data_config, *, batch_size, seed, start_step, process_index,
                   process_count):
@@ -400,7 +417,7 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
     for a, b in zip(*parts):
       yield {k: np.concatenate([a[k], b[k]]) for k in a}
 
-  monkeypatch.setattr(train, 'local_train_batches', both_blocks)
+  monkeypatch.setattr(train.batches, 'local_train_batches', both_blocks)
   captured = {}
   ref = train.train_and_evaluate(worker.config(), worker.widths(), None,
                                  callback=_capture_params(captured))

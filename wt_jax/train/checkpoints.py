@@ -1,0 +1,199 @@
+"""Checkpoints in `workdir/checkpoints`: structure check, restore, save.
+
+An orbax `CheckpointManager` holds the whole train state plus a small JSON
+`progress` item (`Progress`: examples seen, wall time, the last logged train
+metrics, whether a callback stopped training). A re-run with the same
+workdir resumes from the latest step bit-identically, together with the
+data order (`batches`), the per-step rng (`fold_in(key, step)`) and the
+running metric sums, which live in the train state.
+
+Before any restore, `structure.json` (arch, depth, width vector,
+num_classes and the shape of every state leaf, written when a fresh run
+starts) is compared with this run; a different width vector or architecture
+raises `CheckpointMismatchError` naming the difference. If the JSON is
+missing, the shapes in orbax's metadata are compared instead.
+
+Orbax writes checkpoints from all processes itself; `structure.json` is
+written by process 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+
+from wt_jax import files
+from wt_jax.errors import CheckpointMismatchError
+from wt_jax.train import paths
+from wt_jax.widths import Widths
+
+
+@dataclasses.dataclass
+class Progress:
+  """The JSON item saved beside the state (and what the loop counts)."""
+  wall_time_s: float = 0.0  # training loop time of the earlier runs
+  examples_seen: int = 0
+  last_train: dict = dataclasses.field(default_factory=dict)
+  stopped_early: bool = False  # a callback asked to stop
+
+  @classmethod
+  def from_json(cls, saved: Mapping[str, Any]) -> 'Progress':
+    return cls(wall_time_s=saved['wall_time_s'],
+               examples_seen=int(saved['examples_seen']),
+               last_train=dict(saved.get('last_train', {})),
+               stopped_early=bool(saved.get('stopped_early', False)))
+
+  def to_json(self, run_seconds: float) -> dict:
+    """The item to save, `run_seconds` of this run added to the wall time."""
+    return {'wall_time_s': self.wall_time_s + run_seconds,
+            'examples_seen': self.examples_seen,
+            'last_train': self.last_train,
+            'stopped_early': self.stopped_early}
+
+
+def _path_str(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(
+      k, 'idx', k)))) for k in path)
+
+
+def state_structure(widths: Widths, num_classes: int, state_shapes) -> dict:
+  """JSON description of a run's checkpoints: widths + every leaf's shape."""
+  leaves = jax.tree_util.tree_leaves_with_path(state_shapes)
+  return {'arch': widths.arch, 'depth': list(widths.depth),
+          'widths': widths.as_dict(), 'num_classes': int(num_classes),
+          'shapes': {_path_str(p): [list(x.shape), str(x.dtype)]
+                     for p, x in leaves}}
+
+
+def check_structure(stored: Mapping[str, Any], expected: Mapping[str, Any],
+                    where: str) -> None:
+  """Raises CheckpointMismatchError naming how `stored` differs."""
+  if (stored.get('arch'), list(stored.get('depth', []))) != (
+      expected['arch'], list(expected['depth'])):
+    raise CheckpointMismatchError(
+        f'checkpoints in {where} are for arch {stored.get("arch")!r} depth '
+        f'{stored.get("depth")}, but this run is arch {expected["arch"]!r} '
+        f'depth {expected["depth"]}; use another workdir or delete it')
+  if stored.get('widths') != expected['widths']:
+    diff = [f'{g}: {stored["widths"].get(g)} (checkpoint) vs {w} (this run)'
+            for g, w in expected['widths'].items()
+            if stored['widths'].get(g) != w]
+    raise CheckpointMismatchError(
+        f'checkpoints in {where} are for a different width vector of '
+        f'{expected["arch"]}: {"; ".join(diff)}; use another workdir or '
+        'delete it')
+  if stored.get('num_classes') != expected['num_classes']:
+    raise CheckpointMismatchError(
+        f'checkpoints in {where} have num_classes={stored.get("num_classes")}, '
+        f'this run {expected["num_classes"]}')
+  check_shapes(stored.get('shapes', {}), expected['shapes'], where)
+
+
+def check_shapes(stored: Mapping[str, Any], expected: Mapping[str, Any],
+                 where: str) -> None:
+  """Raises CheckpointMismatchError listing the leaves whose shapes differ."""
+  diff = []
+  for k in sorted(set(stored) | set(expected)):
+    a, b = stored.get(k), expected.get(k)
+    if a is not None and b is not None and list(a[0]) == list(b[0]):
+      continue
+    diff.append(f'{k}: {a and a[0]} (checkpoint) vs {b and b[0]} (this run)')
+  if diff:
+    raise CheckpointMismatchError(
+        f'checkpoints in {where} do not match this run\'s train state '
+        f'({len(diff)} leaves differ): {"; ".join(diff[:6])}'
+        f'{" ..." if len(diff) > 6 else ""}')
+
+
+def _orbax_shapes(manager: ocp.CheckpointManager, step: int) -> dict:
+  """Leaf shapes of a stored state from orbax's metadata (no restore)."""
+  meta = manager.item_metadata(step)['state']
+  tree = getattr(meta, 'tree', meta)
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape')):
+    if hasattr(leaf, 'shape'):
+      out[_path_str(path)] = [list(leaf.shape),
+                              str(getattr(leaf, 'dtype', ''))]
+  return out
+
+
+class Checkpoints:
+  """The orbax manager of `workdir/checkpoints` and its `structure.json`."""
+
+  def __init__(self, workdir: str, keep: int):
+    self.directory = paths.join(workdir, paths.CHECKPOINTS_DIR)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, int(keep)),
+                                             create=True),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'progress': ocp.JsonCheckpointHandler()})
+
+  def _check(self, latest: int, structure: Mapping[str, Any]) -> None:
+    path = paths.join(self.directory, paths.STRUCTURE_FILE)
+    if files.exists(path):
+      check_structure(files.read_json(path), structure, self.directory)
+    else:
+      check_shapes(_orbax_shapes(self.manager, latest), structure['shapes'],
+                   self.directory)
+
+  def restore(self, target, structure: Mapping[str, Any]
+              ) -> tuple[Optional[Any], Progress]:
+    """(state, progress) of the latest checkpoint; (None, Progress()) and
+    `structure.json` written when there is none. The structure is checked
+    before anything is restored."""
+    latest = self.manager.latest_step()
+    if latest is None:
+      if jax.process_index() == 0:
+        files.write_json(paths.join(self.directory, paths.STRUCTURE_FILE),
+                         structure)
+      return None, Progress()
+    try:
+      self._check(latest, structure)
+    except CheckpointMismatchError:
+      self.manager.close()
+      raise
+    restored = self.manager.restore(latest, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target),
+        progress=ocp.args.JsonRestore()))
+    logging.info('Resumed from %s at step %d.', self.directory, latest)
+    return restored.state, Progress.from_json(restored.progress)
+
+  def save(self, step: int, state, progress: Progress,
+           run_seconds: float) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        progress=ocp.args.JsonSave(progress.to_json(run_seconds))))
+
+  def close(self) -> None:
+    """Waits for the pending save, then closes the manager."""
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  def __enter__(self) -> 'Checkpoints':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def for_workdir(workdir: Optional[str], keep: int) -> Optional[Checkpoints]:
+  """The `Checkpoints` of `workdir`; None without a workdir."""
+  return Checkpoints(workdir, keep) if workdir else None
+
+
+def restore_or_init(ckpts: Optional[Checkpoints], train_step, widths: Widths,
+                    num_classes: int) -> tuple[Any, Progress]:
+  """The state to start from: the latest checkpoint of this run's structure,
+  or `train_step.init()` (always without checkpoints, `ckpts` None)."""
+  state, progress = None, Progress()
+  if ckpts is not None:
+    state, progress = ckpts.restore(train_step.abstract_state, state_structure(
+        widths, num_classes, train_step.abstract_state))
+  if state is None:
+    state = train_step.init()
+  return state, progress

@@ -1,0 +1,172 @@
+"""What a run reports: metrics.jsonl, TensorBoard scalars, progress lines.
+
+* `Records(workdir, resume_step)`: `workdir/metrics.jsonl` (one JSON record
+  per line: kind 'train' | 'eval' | 'callback' | 'final', step, values) and
+  TensorBoard summaries (clu `create_default_writer`). Only process 0
+  writes files; `workdir=None` writes none.
+* `Clock`: the training loop's wall time without evaluations, img/s between
+  log steps and the ETA.
+* `log_start`, `log_train`, `log_final`: the progress lines (absl logging,
+  process 0).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any, Mapping, Optional
+
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from etils import epath
+import jax
+import numpy as np
+
+from wt_jax import files
+from wt_jax.train import paths
+from wt_jax.widths import Widths
+
+
+class Records:
+  """metrics.jsonl (process 0) + TensorBoard scalars via a clu writer.
+
+  Local files are appended to; remote ones (gs://...), which cannot be
+  appended to, are rewritten whole (atomically) at each record. A resumed
+  run first drops the records after the step it resumed from.
+  """
+
+  def __init__(self, workdir: Optional[str], resume_step: int):
+    self.primary = jax.process_index() == 0
+    self.path = (paths.join(workdir, paths.METRICS_FILE)
+                 if workdir and self.primary else None)
+    self.remote = bool(self.path) and '://' in self.path
+    self.lines = []
+    self.writer = metric_writers.create_default_writer(
+        workdir if workdir else None, just_logging=not self.primary,
+        asynchronous=True)
+    if self.path and files.exists(self.path):
+      self._truncate(resume_step)
+
+  def _truncate(self, step):
+    """Keeps records up to the checkpoint resumed from (drops a killed run's
+    later records and the final record), dropping torn lines."""
+    for line in epath.Path(self.path).read_text().splitlines():
+      try:
+        rec = json.loads(line)
+      except ValueError:
+        continue
+      if rec.get('step', 0) <= step and rec.get('kind') != 'final':
+        self.lines.append(json.dumps(rec))
+    files.write_text(self.path, ''.join(k + '\n' for k in self.lines))
+
+  def write(self, kind: str, step: int, values: Mapping[str, Any],
+            prefix: str = ''):
+    """One record; `prefix`: its values named `<prefix>_<name>`."""
+    if prefix:
+      values = {f'{prefix}_{k}': v for k, v in values.items()}
+    scalars = {k: v for k, v in values.items()
+               if isinstance(v, (int, float, np.number)) and
+               not isinstance(v, bool)}
+    if scalars:
+      self.writer.write_scalars(step, scalars)
+    if self.path:
+      line = json.dumps({'kind': kind, 'step': int(step), **jsonable(values)})
+      if self.remote:
+        self.lines.append(line)
+        files.write_text(self.path, ''.join(k + '\n' for k in self.lines))
+      else:
+        with open(self.path, 'a') as f:
+          f.write(line + '\n')
+
+  def close(self):
+    self.writer.flush()
+    self.writer.close()
+
+
+def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+  """Scalars (numpy, jax) as Python numbers; what json cannot hold as repr."""
+  out = {}
+  for k, v in values.items():
+    if isinstance(v, (np.generic, jax.Array)) and np.ndim(v) == 0:
+      v = np.asarray(v).item()
+    try:
+      json.dumps(v)
+    except TypeError:
+      v = repr(v)
+    out[k] = v
+  return out
+
+
+class Clock:
+  """Wall time of this run's training loop, evaluations excluded."""
+
+  def __init__(self, start_step: int, batch_size: int):
+    self.start = time.perf_counter()
+    self.start_step = start_step
+    self.batch_size = batch_size
+    self.paused_s = 0.0
+    self.stopped = None
+    self.lap_t, self.lap_step = self.start, start_step
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent inside does not count as training (evaluations)."""
+    t0 = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.paused_s += time.perf_counter() - t0
+
+  def loop_seconds(self, now: Optional[float] = None) -> float:
+    """Seconds since the start, pauses excluded (up to `stop()` if called)."""
+    if now is None:
+      now = time.perf_counter() if self.stopped is None else self.stopped
+    return now - self.start - self.paused_s
+
+  def stop(self) -> None:
+    """The end of the training loop: `loop_seconds()` stays as it is now."""
+    self.stopped = time.perf_counter()
+
+  def lap(self, step: int) -> tuple[float, float]:
+    """(img/s since the lap started, loop seconds per step so far)."""
+    now = time.perf_counter()
+    img_s = (step - self.lap_step) * self.batch_size / (now - self.lap_t)
+    return img_s, self.loop_seconds(now) / max(step - self.start_step, 1)
+
+  def start_lap(self, step: int) -> None:
+    self.lap_t, self.lap_step = time.perf_counter(), step
+
+
+def eta(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  h, rem = divmod(seconds, 3600)
+  return f'{h}:{rem // 60:02d}:{rem % 60:02d}'
+
+
+def log_start(widths: Widths, plan, num_devices: int, params) -> None:
+  """The run's first line: widths, steps (of `plan`), devices, parameters."""
+  if jax.process_index() == 0:
+    logging.info('%s widths %s: %d steps of %d examples (%d steps per '
+                 'epoch), %d devices in %d processes.\n%s', widths.arch,
+                 widths.as_dict(), plan.total_steps, plan.batch_size,
+                 plan.steps_per_epoch, num_devices, jax.process_count(),
+                 parameter_overview.get_parameter_overview(
+                     params, include_stats=False))
+
+
+def log_train(step: int, total_steps: int, loss: float, lr: float,
+              img_s: float, per_step_s: float) -> None:
+  if jax.process_index() == 0:
+    logging.info('step %d/%d  loss %.4f  lr %.4g  %.0f img/s  ETA %s', step,
+                 total_steps, loss, lr, img_s,
+                 eta(per_step_s * (total_steps - step)))
+
+
+def log_final(final: Mapping[str, Any]) -> None:
+  if jax.process_index() == 0:
+    logging.info('Final (%s, step %d): top1 %.4f  top5 %.4f  eval_loss %.4f  '
+                 'train_loss %.4f  %.1f s', final['eval_split'],
+                 final['steps'], final['top1'], final['top5'],
+                 final['eval_loss'], final.get('train_loss', float('nan')),
+                 final['wall_time_s'])
