@@ -6,8 +6,8 @@ only:
 
 * `header('Stage optimize')`, `line('  optimize: 1 computed (9.2 s)')`;
 * `Progress(total, initial, desc)`: a tqdm bar with step, loss, img/s and
-  ETA when stdout is a terminal, otherwise one plain line every `every`
-  steps (logs and CI stay readable).
+  ETA when stdout is a terminal, otherwise about four plain lines per loop
+  (logs and CI stay readable).
 """
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ class Progress:
   """A training loop's progress: a bar on a terminal, else plain lines."""
 
   def __init__(self, total: int, initial: int = 0, desc: str = '',
-               every: int = 50, stream=None):
+               lines: int = 4, stream=None):
     self.total, self.step, self.desc = int(total), int(initial), desc
-    self.every = max(1, int(every))
+    # Without a terminal: about `lines` lines per loop, and the last step.
+    self.every = max(1, (self.total - self.step) // max(1, lines))
+    self.next_line = self.step + self.every
     self.stream = stream or sys.stdout
     self.enabled = _main()
     self.bar: Optional[tqdm.tqdm] = None
@@ -63,10 +65,11 @@ class Progress:
     if self.bar is not None:
       self.bar.update(step - self.step)
       self.bar.set_postfix(shown, refresh=True)
-    elif step % self.every == 0 or step == self.total:
+    elif step >= self.next_line or step == self.total:
+      self.next_line = step + self.every
       per_step = (time.perf_counter() - self.t0) / max(step - self.start, 1)
       text = '  '.join(f'{k} {v}' for k, v in shown.items())
-      print(f'  {self.desc} step {step}/{self.total}  {text}  ETA '
+      print(f'  {self.desc}step {step}/{self.total}  {text}  ETA '
             f'{_eta(per_step * (self.total - step))}', file=self.stream,
             flush=True)
     self.step = step

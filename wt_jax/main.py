@@ -36,8 +36,8 @@ from ml_collections import config_flags
 
 import wt_jax  # noqa: F401  (sets the XLA:CPU default before jax loads)
 from wt_jax import errors  # pylint: disable=g-bad-import-order
-from wt_jax import files
 from wt_jax import pipeline
+from wt_jax import report
 from wt_jax import train
 from wt_jax.workdir import Workdir
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -114,7 +114,8 @@ def main(argv) -> int:
     print(f'error: {e}', file=sys.stderr)
     return errors.exit_code(e)
   if results is not None:
-    print(files.read_text(Workdir(workdir).results_md))
+    print(report.markdown(results, full=False))
+    print(f'full report: {Workdir(workdir).report("results.md")}')
   print(f'workdir: {os.path.abspath(workdir)}')
   return errors.EXIT_OK
 

@@ -95,20 +95,30 @@ class _Stem(_Net):
     return x
 
 
-class _ResNetStage(_Net):
+class _Stage(_Net):
+  """The blocks of one stage; `block_module` says which block."""
   stage: int = 1
   in_group: str = 'stem'
+
+  def block_module(self):
+    raise NotImplementedError
 
   @nn.compact
   def __call__(self, x, train, masks):
     spec = self.widths.spec
     stream = f'stage{self.stage}'
+    block = self.block_module()
     for b in range(1, spec.depth[self.stage - 1] + 1):
-      block = _BasicBlock if spec.block == 'basic' else _Bottleneck
       x = block(widths=self.widths, stage=self.stage, block=b,
                 in_group=self.in_group if b == 1 else stream,
                 dtype=self.dtype, name=f'block{b}')(x, train, masks)
     return x
+
+
+class _ResNetStage(_Stage):
+
+  def block_module(self):
+    return _BasicBlock if self.widths.spec.block == 'basic' else _Bottleneck
 
 
 class _ResBlock(_Net):
@@ -197,19 +207,10 @@ class _MBHead(_Net):
                         train=train, masks=masks)
 
 
-class _MBStage(_Net):
-  stage: int = 1
-  in_group: str = 'stem'
+class _MBStage(_Stage):
 
-  @nn.compact
-  def __call__(self, x, train, masks):
-    spec = self.widths.spec
-    stream = f'stage{self.stage}'
-    for b in range(1, spec.depth[self.stage - 1] + 1):
-      x = _InvertedResidual(widths=self.widths, stage=self.stage, block=b,
-                            in_group=self.in_group if b == 1 else stream,
-                            dtype=self.dtype, name=f'block{b}')(x, train, masks)
-    return x
+  def block_module(self):
+    return _InvertedResidual
 
 
 class _InvertedResidual(_Net):

@@ -231,37 +231,34 @@ def _supersede(r: Run, step: Step) -> Optional[str]:
   return dest
 
 
-def run_step(r: Run, step: Step) -> str:
-  """Reuses, resumes or recomputes one step; returns which it did."""
+def run_step(r: Run, step: Step) -> None:
+  """Reuses, resumes or recomputes one step, and says which in one line."""
   stored = _read_record(step)
   bad = _corrupt(step)
   if stored == step.inputs and not bad:
     if all(files.exists(p) for p in step.outputs):
-      return 'reused'
-    action = 'resumed' if files.exists(step.home) else 'computed'
-  else:
-    action = 'computed'
-    if stored is not None or bad or files.exists(step.home) or any(
-        files.exists(p) for p in step.owned):
-      why = ([f'corrupt {p}' for p in bad] or
-             fingerprint.changes(stored, step.inputs))
-      dest = _supersede(r, step)
-      console.line(f'  {step.key}: recomputing ({"; ".join(why)})'
-                   + (f'; old outputs moved to {dest}' if dest else ''))
-      action = 'recomputed'
+      console.line(f'  {step.key}: reused (made from the same inputs)')
+      return
+    if files.exists(step.home):
+      console.line(f'  {step.key}: resuming')
+  elif stored is not None or bad or files.exists(step.home) or any(
+      files.exists(p) for p in step.owned):
+    why = ([f'corrupt {p}' for p in bad] or
+           fingerprint.changes(stored, step.inputs))
+    dest = _supersede(r, step)
+    console.line(f'  {step.key}: recomputing ({"; ".join(why)})'
+                 + (f'; old outputs moved to {dest}' if dest else ''))
   if r.is_main:
     files.write_json(step.record_path, step.inputs)
-  step.make()
-  return action
+  t0 = time.perf_counter()
+  summary = step.make()
+  console.line(f'  {step.key}: {summary} ({time.perf_counter() - t0:.1f} s)')
 
 
 def _run_stage(r: Run, name: str) -> None:
-  steps = STAGES[name].steps(r)
-  t0 = time.perf_counter()
-  done = []
-  for step in steps:
+  for step in STAGES[name].steps(r):
     try:
-      done.append(run_step(r, step))
+      run_step(r, step)
     except NonFiniteLossError as e:
       raise NonFiniteLossError(e.step, e.value, (
           f'stage {step.key}: {e} Lower {STAGES[name].lr_field(r.config)} or '
@@ -269,10 +266,6 @@ def _run_stage(r: Run, name: str) -> None:
     except KeyboardInterrupt as e:
       e.wt_jax_stage = step.key
       raise
-  counts = {a: done.count(a) for a in dict.fromkeys(done)}
-  console.line(f'  {name}: ' + ', '.join(f'{n} {a}' for a, n in
-                                         counts.items()) +
-               f' ({time.perf_counter() - t0:.1f} s)')
 
 
 def fresh_outputs(r: Run) -> Callable[[str], bool]:

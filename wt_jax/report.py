@@ -142,14 +142,16 @@ def _fmt_pm(mean, std, scale=100.0):
   return f'{mean * scale:.2f} ± {std * scale:.2f}'
 
 
-def markdown(results: dict) -> str:
-  r = results
-  lines = [f'# wt_jax results: {r["arch"]} at {r["resolution"]}px, '
-           f'{r["num_classes"]} classes', '',
-           f'Optimizer: {r["optimizer"]}; projection: '
-           + ', '.join(f'{k}={v}' for k, v in r['projection'].items())
-           + f'; stacking: {r["stacking"]}; seeds: {r["seeds"]}.', '',
-           '| arm | MACs | params | top-1 % (mean ± std) | top-5 % | '
+def _header(r: dict) -> list[str]:
+  return [f'# wt_jax results: {r["arch"]} at {r["resolution"]}px, '
+          f'{r["num_classes"]} classes', '',
+          f'Optimizer: {r["optimizer"]}; projection: '
+          + ', '.join(f'{k}={v}' for k, v in r['projection'].items())
+          + f'; stacking: {r["stacking"]}; seeds: {r["seeds"]}.']
+
+
+def _arm_table(r: dict) -> list[str]:
+  lines = ['| arm | MACs | params | top-1 % (mean ± std) | top-5 % | '
            'seeds | optimization cost (MAC·examples) | overhead vs direct | '
            'optimization wall time | training wall time |',
            '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -169,40 +171,57 @@ def markdown(results: dict) -> str:
         f'{_fmt_pm(a["top5_mean"], a["top5_std"])} | {len(a["seeds"])} | '
         f'{a["opt_cost"]:.3g} | {overhead} | {a["opt_wall_time_s"]:.1f} s | '
         f'{a["train_wall_time_s"]:.1f} s |')
-  if ov:
-    lines += ['', '## Optimization overhead', '',
-              '| quantity | value |', '|---|---:|',
-              f'| projected optimization cost (MAC·examples) | '
-              f'{ov["projected_cost"]:.4g} |',
-              f'| direct optimization cost, analytic (same epochs) | '
-              f'{ov["direct_cost_analytic"]:.4g} |',
-              f'| reduction, analytic | {ov["cost_ratio"]:.1f}x |',
-              f'| of which MACs per example | {ov["macs_ratio"]:.2f}x |',
-              f'| of which training examples | {ov["data_ratio"]:.2f}x |',
-              f'| projected optimization wall time | '
-              f'{ov["projected_wall_time_s"]:.1f} s |']
-    if 'direct_cost_measured' in ov:
-      lines += [f'| direct optimization cost, measured | '
-                f'{ov["direct_cost_measured"]:.4g} |',
-                f'| reduction, measured cost | '
-                f'{ov["measured_cost_ratio"]:.1f}x |',
-                f'| direct optimization wall time | '
-                f'{ov["direct_wall_time_s"]:.1f} s |',
-                f'| reduction, wall time | {ov["wall_time_ratio"]:.1f}x |']
+  return lines
+
+
+def _overhead_table(ov: dict) -> list[str]:
+  lines = ['## Optimization overhead', '', '| quantity | value |',
+           '|---|---:|',
+           f'| projected optimization cost (MAC·examples) | '
+           f'{ov["projected_cost"]:.4g} |',
+           f'| direct optimization cost, analytic (same epochs) | '
+           f'{ov["direct_cost_analytic"]:.4g} |',
+           f'| reduction, analytic | {ov["cost_ratio"]:.1f}x |',
+           f'| of which MACs per example | {ov["macs_ratio"]:.2f}x |',
+           f'| of which training examples | {ov["data_ratio"]:.2f}x |',
+           f'| projected optimization wall time | '
+           f'{ov["projected_wall_time_s"]:.1f} s |']
+  if 'direct_cost_measured' in ov:
+    lines += [f'| direct optimization cost, measured | '
+              f'{ov["direct_cost_measured"]:.4g} |',
+              f'| reduction, measured cost | '
+              f'{ov["measured_cost_ratio"]:.1f}x |',
+              f'| direct optimization wall time | '
+              f'{ov["direct_wall_time_s"]:.1f} s |',
+              f'| reduction, wall time | {ov["wall_time_ratio"]:.1f}x |']
+  return lines
+
+
+def _widths_table(r: dict) -> list[str]:
+  if not r['arms']:
+    return []
+  arms = list(r['arms'])
+  names = list(r['arms'][arms[0]]['widths'])
+  return (['## Widths', '', '| group | ' + ' | '.join(arms) + ' |',
+           '|---|' + '---:|' * len(arms)] +
+          [f'| {n} | ' + ' | '.join(str(r['arms'][a]['widths'][n])
+                                    for a in arms) + ' |' for n in names])
+
+
+def markdown(results: dict, full: bool = True) -> str:
+  """results.md; `full=False`: the header and the two tables (what the CLI
+  prints)."""
+  r = results
+  parts = [_header(r), _arm_table(r)]
+  if r.get('overhead'):
+    parts.append(_overhead_table(r['overhead']))
   if 'rank_correlation' in r:
-    lines += ['', f'Rank correlation (Spearman) of transferred vs direct '
-              f'per-group multipliers: {r["rank_correlation"]:.3f}']
-  names = list(next(iter(r['arms'].values()))['widths']) if r['arms'] else []
-  if names:
-    arms = list(r['arms'])
-    lines += ['', '## Widths', '',
-              '| group | ' + ' | '.join(arms) + ' |',
-              '|---|' + '---:|' * len(arms)]
-    for n in names:
-      lines.append(f'| {n} | ' + ' | '.join(
-          str(r['arms'][a]['widths'][n]) for a in arms) + ' |')
-  lines += ['', '![widths](widths.png)', '', '![overhead](overhead.png)', '']
-  return '\n'.join(lines)
+    parts.append([f'Rank correlation (Spearman) of transferred vs direct '
+                  f'per-group multipliers: {r["rank_correlation"]:.3f}'])
+  if full:
+    parts += [_widths_table(r), ['![widths](widths.png)', '',
+                                 '![overhead](overhead.png)']]
+  return '\n\n'.join('\n'.join(p) for p in parts if p) + '\n'
 
 
 def _png(fig) -> bytes:
@@ -267,9 +286,9 @@ def write_report(config, original: Problem, projected: Problem,
                  wd: Workdir,
                  fresh: Callable[[str], bool] = lambda path: True) -> dict:
   results = collect(config, original, projected, wd, fresh)
-  files.write_json(wd.results_json, results)
-  files.write_text(wd.results_md, markdown(results))
+  files.write_json(wd.report('results.json'), results)
+  files.write_text(wd.report('results.md'), markdown(results))
   if results['arms']:
-    files.write_bytes(wd.widths_png, plot_widths(results))
-    files.write_bytes(wd.overhead_png, plot_overhead(results))
+    files.write_bytes(wd.report('widths.png'), plot_widths(results))
+    files.write_bytes(wd.report('overhead.png'), plot_overhead(results))
   return results

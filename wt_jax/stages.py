@@ -79,7 +79,7 @@ class Step:
   outputs: tuple[str, ...]  # files whose presence marks it done
   owned: tuple[str, ...]  # other files it writes (superseded with home)
   inputs: dict  # its fingerprint record
-  make: Callable[[], Any]
+  make: Callable[[], str]  # computes it; returns a one-line summary
 
   @property
   def record_path(self) -> str:
@@ -97,7 +97,7 @@ class Stage:
 # ----------------------------------------------------------------------------
 
 
-def optimize(r: Run) -> None:
+def optimize(r: Run) -> str:
   """Width optimization on the projected problem (or `config.widths_file`)."""
   proj = r.projected
   out = r.workdir.optimize()
@@ -110,11 +110,15 @@ def optimize(r: Run) -> None:
       result_lib.save(out, found)
   else:
     found = width_optimizers.optimize(r.config, proj, out)
-  r.save_widths('projected_optimized', found.widths,
-                macs=r.macs(found.widths, proj), resolution=proj.resolution)
+  macs = r.macs(found.widths, proj)
+  r.save_widths('projected_optimized', found.widths, macs=macs,
+                resolution=proj.resolution)
+  return (f'{cost.human(macs)} MACs, {macs / r.macs(proj.widths, proj):.2f} '
+          f'of the projected uniform net; cost {found.train_macs:.3g} '
+          'MAC-examples')
 
 
-def transfer(r: Run) -> None:
+def transfer(r: Run) -> str:
   """Dimension matching, depth matching and FLOPs matching."""
   proj, orig, t = r.projected, r.original, r.config.transfer
   opt = widths_lib.load(r.workdir.widths('projected_optimized'),
@@ -132,9 +136,11 @@ def transfer(r: Run) -> None:
                 stacking=t.stacking,
                 multipliers=dict(zip(orig.widths.names,
                                      mults.round(6).tolist())))
+  return (f'{cost.human(match.macs)} MACs (target '
+          f'{cost.human(match.target_macs)})')
 
 
-def optimize_direct(r: Run) -> None:
+def optimize_direct(r: Run) -> str:
   """The reference: the optimizer on the original problem, FLOPs-matched."""
   orig, t = r.original, r.config.transfer
   found = width_optimizers.optimize(r.config, orig,
@@ -146,9 +152,11 @@ def optimize_direct(r: Run) -> None:
   r.save_widths('direct_optimized', found.widths)
   r.save_widths('direct', match.widths, macs=match.macs,
                 target_macs=match.target_macs)
+  return (f'{cost.human(match.macs)} MACs after FLOPs matching; cost '
+          f'{found.train_macs:.3g} MAC-examples')
 
 
-def train_seed(r: Run, arm: str, seed: int) -> None:
+def train_seed(r: Run, arm: str, seed: int) -> str:
   """Final training of one arm and seed (resumes from its checkpoints)."""
   widths = widths_lib.load(r.workdir.widths(arm))
   metrics = train.train_and_evaluate(
@@ -157,6 +165,8 @@ def train_seed(r: Run, arm: str, seed: int) -> None:
   if r.is_main:
     files.write_json(r.workdir.final(arm, seed),
                      dict(arm=arm, seed=int(seed), **metrics))
+  return (f'test top-1 {100 * metrics["top1"]:.2f}% after {metrics["steps"]} '
+          f'steps ({metrics["wall_time_s"]:.1f} s)')
 
 
 # ----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ WIDTH_FILES = {
     'direct': 'stage optimize_direct, FLOPs-matched',
 }
 ARMS = ('transferred', 'uniform', 'direct')  # trained arms, in stage order
+REPORT_FILES = ('results.json', 'results.md', 'widths.png', 'overhead.png')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,21 +68,12 @@ class Workdir:
   def final(self, arm: str, seed: int) -> str:
     return files.join(self.train(arm, seed), 'final.json')
 
-  @property
-  def results_json(self) -> str:
-    return self.path('results.json')
-
-  @property
-  def results_md(self) -> str:
-    return self.path('results.md')
-
-  @property
-  def widths_png(self) -> str:
-    return self.path('widths.png')
-
-  @property
-  def overhead_png(self) -> str:
-    return self.path('overhead.png')
+  def report(self, name: str) -> str:
+    """One of the report's files (`REPORT_FILES`)."""
+    if name not in REPORT_FILES:
+      raise KeyError(f'unknown report file {name!r}; known: '
+                     f'{", ".join(REPORT_FILES)}')
+    return self.path(name)
 
 
 class Lock:

@@ -51,37 +51,18 @@ from sklearn import model_selection
 # TensorFlow is imported only inside wt_jax/data/; wt_jax/data/__init__.py,
 # which Python runs before this module, hides the GPUs from it.
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from wt_jax.data import fields
 from wt_jax.data import images as image_ops
+from wt_jax.data.raw import fits_in_memory
+from wt_jax.data.raw import in_memory_examples
+from wt_jax.data.raw import source_error
+from wt_jax.data.tfds_source import TfdsSource
 from wt_jax.errors import DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')  # those of tfds ImageFolder
-VARIABLE_SIZE_RESOLUTION = 224  # native resolution of variable-size TFDS data
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _source_error(source, problem):
-  """A DataError about the data behind `config.data.source`."""
-  return DataError(f'config.data.source={source!r}: {problem}')
-
-
-def _fits_in_memory(num_bytes):
-  try:
-    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-  except (ValueError, OSError, AttributeError):
-    return True
-  return num_bytes <= total // 2
-
-
-def _in_memory_examples(images, labels, indices):
-  return tf.data.Dataset.from_tensor_slices({
-      'image': images[indices],
-      'label': labels[indices].astype(np.int32),
-      'index': indices.astype(np.int64),
-  })
 
 
 class DigitsSource:
@@ -112,7 +93,7 @@ class DigitsSource:
     if (split, size) not in self._resized:
       self._resized[split, size] = image_ops.fit_array(self._images[split],
                                                        size)
-    return _in_memory_examples(self._resized[split, size], self._labels[split],
+    return in_memory_examples(self._resized[split, size], self._labels[split],
                                indices)
 
 
@@ -128,7 +109,7 @@ class FolderSource:
     self.class_names = tuple(sorted(listing['train']))
     unknown = sorted(set(listing['test']) - set(self.class_names))
     if unknown:
-      raise _source_error(
+      raise source_error(
           source, f'classes {unknown} of '
           f'{os.path.join(self.root, split_dirs["test"])} have no train '
           f'folder in {os.path.join(self.root, "train")}; every test class '
@@ -150,7 +131,7 @@ class FolderSource:
                 f'{root}/test/<class>/<images> (or {root}/val/<class>/...), '
                 f'images being {", ".join(IMAGE_EXTENSIONS)} files')
     if not os.path.isdir(root):
-      raise _source_error(self._source,
+      raise source_error(self._source,
                           f'folder {root} does not exist; {expected}')
     split_dirs = {'train': 'train'}
     for name in ('test', 'val'):
@@ -158,10 +139,10 @@ class FolderSource:
         split_dirs['test'] = name
         break
     if not os.path.isdir(os.path.join(root, 'train')):
-      raise _source_error(self._source, f'folder {root} has no train split '
+      raise source_error(self._source, f'folder {root} has no train split '
                           f'folder {os.path.join(root, "train")}; {expected}')
     if 'test' not in split_dirs:
-      raise _source_error(self._source, f'folder {root} has neither a test '
+      raise source_error(self._source, f'folder {root} has neither a test '
                           f'split folder {os.path.join(root, "test")} nor '
                           f'{os.path.join(root, "val")}; {expected}')
     return split_dirs
@@ -171,7 +152,7 @@ class FolderSource:
     classes = sorted(e.name for e in os.scandir(split_dir)
                      if e.is_dir() and not e.name.startswith('.'))
     if not classes:
-      raise _source_error(self._source, f'split folder {split_dir} has no '
+      raise source_error(self._source, f'split folder {split_dir} has no '
                           'class folders; expected <split>/<class>/<image '
                           'files>')
     listing = {}
@@ -182,7 +163,7 @@ class FolderSource:
                      if e.is_file() and e.name.lower().endswith(
                          IMAGE_EXTENSIONS))
       if not paths:
-        raise _source_error(self._source, f'class folder {class_dir} '
+        raise source_error(self._source, f'class folder {class_dir} '
                             'contains no images; allowed image files: '
                             f'{", ".join(IMAGE_EXTENSIONS)}')
       listing[c] = paths
@@ -248,8 +229,8 @@ class FolderSource:
     size = size or self.native_resolution
     indices = np.asarray(indices, np.int64)
     num_bytes = len(self._paths[split]) * size * size * 3
-    if cache and _fits_in_memory(num_bytes):
-      return _in_memory_examples(self._cached(split, indices, size),
+    if cache and fits_in_memory(num_bytes):
+      return in_memory_examples(self._cached(split, indices, size),
                                  self._labels[split], indices)
     unchecked = np.setdiff1d(indices, self._validated.get(split, []))
     if len(unchecked):  # validate once, then decode on the fly each epoch
@@ -262,138 +243,6 @@ class FolderSource:
                                    'label': tf.cast(l, tf.int32),
                                    'index': tf.cast(i, tf.int64)},
                   num_parallel_calls=AUTOTUNE)
-
-
-def _tfds_index(tfds_id, shard_offsets):
-  """Global raw index from a tfds_id '<prefix>-00012-of-01024__345'."""
-  shard = tf.strings.regex_replace(tfds_id, r'^.*-(\d+)-of-\d+__\d+$', r'\1')
-  record = tf.strings.regex_replace(tfds_id, r'^.*__(\d+)$', r'\1')
-  return (tf.gather(shard_offsets, tf.strings.to_number(shard, tf.int32)) +
-          tf.strings.to_number(record, tf.int64))
-
-
-class TfdsSource:
-  """A prepared TFDS image classification dataset ('image', 'label')."""
-
-  def __init__(self, name, data_dir):
-    self._name = name
-    try:
-      self.builder = tfds.builder(name, data_dir=data_dir or None)
-    except Exception as e:  # pylint: disable=broad-except
-      raise _source_error(name, f'cannot load TFDS dataset {name!r} '
-                          f'(data_dir={data_dir!r}): {e}') from e
-    features = self.builder.info.features
-    if 'image' not in features or 'label' not in features:
-      raise _source_error(name, 'expected a TFDS image classification '
-                          "dataset with 'image' and 'label' features")
-    self.class_names = tuple(features['label'].names)
-    height, width = features['image'].shape[:2]
-    self.fixed_size = bool(height and width)
-    self.native_resolution = (min(height, width) if self.fixed_size
-                              else VARIABLE_SIZE_RESOLUTION)
-    splits = self.builder.info.splits
-    test = 'test' if 'test' in splits or not splits else 'validation'
-    if splits and ('train' not in splits or test not in splits):
-      raise _source_error(name, f'TFDS dataset {name!r} has splits '
-                          f'{sorted(splits)}; expected train and test (or '
-                          'validation)')
-    self._splits = {'train': 'train', 'test': test}
-    self._labels = {}
-    self._decoded = {}  # (split, size) -> uint8 array of the whole raw split
-
-  def _shard_offsets(self, split):
-    """Start index of every shard file (a single shard when unknown)."""
-    try:
-      lengths = list(self.builder.info.splits[split].shard_lengths)
-    except (KeyError, AttributeError):
-      lengths = []
-    return tf.constant(np.concatenate([[0], np.cumsum(lengths)[:-1]])
-                       .astype(np.int64) if lengths else [0], tf.int64)
-
-  def _read(self, split, start=None, stop=None):
-    """Undecoded examples of a raw split (or slice), with their raw index."""
-    tfds_split = self._splits[split]
-    if start is not None:
-      tfds_split = f'{tfds_split}[{start}:{stop}]'
-    try:
-      ds = self.builder.as_dataset(
-          split=tfds_split, shuffle_files=False,
-          read_config=tfds.ReadConfig(add_tfds_id=True),
-          decoders={'image': tfds.decode.SkipDecoding()})
-    except AssertionError as e:  # TFDS: 'could not find data in ...'
-      raise _source_error(self._name,
-                          f'TFDS dataset is not prepared: {e}') from e
-    offsets = self._shard_offsets(self._splits[split])
-    return ds.map(lambda ex: {
-        'image': ex['image'],
-        'label': tf.cast(ex['label'], tf.int32),
-        'index': _tfds_index(ex['tfds_id'], offsets)},
-                  num_parallel_calls=AUTOTUNE)
-
-  def labels(self, split):
-    """One label-only pass over the raw split (images are not decoded)."""
-    if split not in self._labels:
-      ds = self._read(split).map(lambda ex: (ex['index'], ex['label']))
-      index, labels = [], []
-      for i, l in ds.batch(65536).prefetch(2).as_numpy_iterator():
-        index.append(i)
-        labels.append(l)
-      index, labels = np.concatenate(index), np.concatenate(labels)
-      if not np.array_equal(np.sort(index), np.arange(len(index))):
-        raise DataError(f'TFDS dataset {self._name!r}: example ids of split '
-                        f'{self._splits[split]!r} are not 0..n-1')
-      self._labels[split] = np.empty_like(labels)
-      self._labels[split][index] = labels
-    return self._labels[split]
-
-  def _decode_fit(self, size):
-    decode = self.builder.info.features['image'].decode_example
-
-    def decode_fit(ex):
-      image = image_ops.to_rgb(decode(ex['image']))
-      if size is not None:
-        image = image_ops.fit(image, size)
-      return {**ex, 'image': image}
-
-    return decode_fit
-
-  def _decode_split(self, split, size):
-    """Decodes a whole raw split once into a uint8 [N, size, size, 3]."""
-    if (split, size) not in self._decoded:
-      images = np.empty((len(self.labels(split)), size, size, 3), np.uint8)
-      ds = self._read(split).map(self._decode_fit(size),
-                                 num_parallel_calls=AUTOTUNE)
-      ds = ds.map(lambda ex: (ex['index'], ex['image'])).batch(1024)
-      for index, batch in ds.prefetch(2).as_numpy_iterator():
-        images[index] = batch
-      self._decoded[split, size] = images
-    return self._decoded[split, size]
-
-  def examples(self, split, indices, size, cache):
-    """From memory when it fits, else a read of the slice covering indices.
-
-    With `cache` and a fixed `size`, the whole raw split is decoded once per
-    process into a uint8 array (like a folder source), so repeated calls
-    (e.g. one per epoch) decode nothing. Otherwise each call reads the
-    smallest TFDS slice covering `indices`, keeps those examples and decodes
-    them; whole variable-size images are then cached by tf.data if they fit.
-    """
-    n_raw = len(self.labels(split))
-    if cache and size is not None and _fits_in_memory(n_raw * size * size * 3):
-      return _in_memory_examples(self._decode_split(split, size),
-                                 self.labels(split), indices)
-    start, stop = (int(indices[0]), int(indices[-1]) + 1) if len(indices) else (
-        0, 1)
-    keep = np.zeros(stop, bool)
-    keep[indices] = True
-    keep = tf.constant(keep)
-    ds = self._read(split, start, stop)
-    ds = ds.filter(lambda ex: tf.gather(keep, ex['index']))
-    ds = ds.map(self._decode_fit(size), num_parallel_calls=AUTOTUNE)
-    side = size or 500  # a guess for variable-size images
-    if cache and _fits_in_memory(len(indices) * side * side * 3):
-      ds = ds.cache()
-    return ds
 
 
 _SOURCES = {}

@@ -11,7 +11,9 @@ Before any restore, `structure.json` (arch, depth, width vector,
 num_classes and the shape of every state leaf, written when a fresh run
 starts) is compared with this run; a different width vector or architecture
 raises `CheckpointMismatchError` naming the difference. If the JSON is
-missing, the shapes in orbax's metadata are compared instead.
+missing or corrupt, the shapes in orbax's metadata are compared instead.
+A latest checkpoint that does not restore (a torn save) is skipped with a
+warning for the newest one that does.
 
 Orbax writes checkpoints from all processes itself; `structure.json` is
 written by process 0.
@@ -135,33 +137,59 @@ class Checkpoints:
 
   def _check(self, latest: int, structure: Mapping[str, Any]) -> None:
     path = paths.join(self.directory, paths.STRUCTURE_FILE)
+    stored = None
     if files.exists(path):
-      check_structure(files.read_json(path), structure, self.directory)
+      try:
+        stored = files.read_json(path)
+      except ValueError as e:
+        logging.warning('Corrupt %s (%s): checking the checkpoint shapes '
+                        'from orbax metadata instead.', path, e)
+    if stored is not None:
+      check_structure(stored, structure, self.directory)
     else:
       check_shapes(_orbax_shapes(self.manager, latest), structure['shapes'],
                    self.directory)
 
+  def _restore_intact(self, target) -> tuple[Optional[Any], Progress]:
+    """The newest checkpoint that restores; a broken newer one (a torn or
+    half-written save) is skipped with one warning naming both steps."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for i, step in enumerate(steps):
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            progress=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        later = steps[i + 1] if i + 1 < len(steps) else None
+        logging.warning(
+            'Checkpoint step %d in %s is corrupt (%s: %s); %s.', step,
+            self.directory, type(e).__name__, str(e).splitlines()[0][:200]
+            if str(e) else '', f'falling back to step {later}' if later
+            is not None else 'no intact checkpoint is left: starting over')
+        continue
+      logging.info('Resumed from %s at step %d.', self.directory, step)
+      return restored.state, Progress.from_json(restored.progress)
+    return None, Progress()
+
   def restore(self, target, structure: Mapping[str, Any]
               ) -> tuple[Optional[Any], Progress]:
-    """(state, progress) of the latest checkpoint; (None, Progress()) and
-    `structure.json` written when there is none. The structure is checked
-    before anything is restored."""
+    """(state, progress) of the newest intact checkpoint; (None, Progress())
+    and `structure.json` written when there is none. The structure is
+    checked before anything is restored."""
     latest = self.manager.latest_step()
-    if latest is None:
-      if jax.process_index() == 0:
-        files.write_json(paths.join(self.directory, paths.STRUCTURE_FILE),
-                         structure)
-      return None, Progress()
-    try:
-      self._check(latest, structure)
-    except CheckpointMismatchError:
-      self.manager.close()
-      raise
-    restored = self.manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target),
-        progress=ocp.args.JsonRestore()))
-    logging.info('Resumed from %s at step %d.', self.directory, latest)
-    return restored.state, Progress.from_json(restored.progress)
+    if latest is not None:
+      try:
+        self._check(latest, structure)
+      except CheckpointMismatchError:
+        self.manager.close()
+        raise
+      state, progress = self._restore_intact(target)
+      if state is not None:
+        return state, progress
+    if jax.process_index() == 0:
+      files.write_json(paths.join(self.directory, paths.STRUCTURE_FILE),
+                       structure)
+    return None, Progress()
 
   def save(self, step: int, state, progress: Progress,
            run_seconds: float) -> None:

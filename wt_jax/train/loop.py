@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional
 from absl import logging
 import jax
 
+from wt_jax import console
 from wt_jax import cost
 from wt_jax import data
 from wt_jax import models
@@ -155,9 +156,12 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
   inputs = batches.device_batches(mesh, data_config, plan.batch_size, seed,
                                   start_step)
   clock = records.Clock(start_step, plan.batch_size)
-  with contextlib.closing(records.Records(workdir, start_step)) as writer:
-    log_train = functools.partial(_log_train, train_step, writer, clock)
-    with ckpts or contextlib.nullcontext():
+  bar = console.Progress(plan.total_steps, start_step)
+  with contextlib.closing(records.Records(workdir, start_step)) as writer, \
+      contextlib.closing(bar), ckpts or contextlib.nullcontext():
+    log_train = functools.partial(_log_train, train_step, writer, clock, bar)
+    step = start_step
+    try:
       for step in range(start_step + 1, last_step + 1):
         state = train_step(state, next(inputs))
         progress.examples_seen += plan.batch_size
@@ -177,9 +181,12 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
         if progress.stopped_early:
           logging.info('Stopped at step %d by the callback.', step)
           break
-      clock.stop()
-      results = _after_last_step(state, train_step, evaluate,
-                                 callback if last_step <= start_step else None)
+    except KeyboardInterrupt as e:
+      e.wt_jax_step = step  # for the CLI's one-line message
+      raise
+    clock.stop()
+    results = _after_last_step(state, train_step, evaluate,
+                               callback if last_step <= start_step else None)
     final = _final_metrics(results, eval_split, progress, widths, info,
                            train_step, int(to_host(state.step)), clock)
     writer.write('final', final['steps'], final)
@@ -196,8 +203,8 @@ def _last_step(start_step: int, total_steps: int, stopped: bool) -> int:
 
 
 def _log_train(train_step: TrainStep, writer: records.Records,
-               clock: records.Clock, state: TrainState, step: int
-               ) -> tuple[TrainState, dict[str, float]]:
+               clock: records.Clock, bar: console.Progress, state: TrainState,
+               step: int) -> tuple[TrainState, dict[str, float]]:
   """Logs the means since the last log step and resets the sums."""
   train_step.check_finite(state, step)
   train = train_step.mean_metrics(state)
@@ -206,6 +213,7 @@ def _log_train(train_step: TrainStep, writer: records.Records,
   writer.write('train', step, {**train, 'lr': lr, 'img_per_s': img_s})
   records.log_train(step, train_step.total_steps, train['train_loss'], lr,
                     img_s, per_step_s)
+  bar.update(step, {'loss': train['train_loss'], 'img/s': img_s})
   clock.start_lap(step)
   return train_step.reset_sums(state), train
 

@@ -252,5 +252,4 @@ class TrainStep:
           f'{self.total_steps} ({self.model.widths.arch}, seed {self.seed}); '
           f'detected at step {detected_at} (the loss is checked every '
           f'log_every={max(1, int(self.train_config.log_every))} steps, '
-          'before each checkpoint and at the end). Lower '
-          'config.train.base_lr or check extra_loss / the data.'))
+          'before each checkpoint and at the end).'))

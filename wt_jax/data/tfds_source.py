@@ -1,0 +1,154 @@
+"""A prepared TFDS image classification dataset as a raw source.
+
+Read from `config.data.data_dir` ('' = the TFDS default / $TFDS_DATA_DIR);
+the raw test split is 'test', or 'validation' where there is none
+(ImageNet); nothing downloads. Labels come from one label-only pass (image
+bytes read, not decoded). With `cache` and a fixed size the whole raw split
+is decoded once per process into memory; otherwise each call reads the
+smallest TFDS slice covering the requested indices.
+"""
+import numpy as np
+# TensorFlow is imported only inside wt_jax/data/ (see __init__.py).
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from wt_jax.data import images as image_ops
+from wt_jax.data.raw import fits_in_memory
+from wt_jax.data.raw import in_memory_examples
+from wt_jax.data.raw import source_error
+from wt_jax.errors import DataError
+
+VARIABLE_SIZE_RESOLUTION = 224  # native resolution of variable-size TFDS data
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _tfds_index(tfds_id, shard_offsets):
+  """Global raw index from a tfds_id '<prefix>-00012-of-01024__345'."""
+  shard = tf.strings.regex_replace(tfds_id, r'^.*-(\d+)-of-\d+__\d+$', r'\1')
+  record = tf.strings.regex_replace(tfds_id, r'^.*__(\d+)$', r'\1')
+  return (tf.gather(shard_offsets, tf.strings.to_number(shard, tf.int32)) +
+          tf.strings.to_number(record, tf.int64))
+
+
+class TfdsSource:
+  """A prepared TFDS image classification dataset ('image', 'label')."""
+
+  def __init__(self, name, data_dir):
+    self._name = name
+    try:
+      self.builder = tfds.builder(name, data_dir=data_dir or None)
+    except Exception as e:  # pylint: disable=broad-except
+      raise source_error(name, f'cannot load TFDS dataset {name!r} '
+                          f'(data_dir={data_dir!r}): {e}') from e
+    features = self.builder.info.features
+    if 'image' not in features or 'label' not in features:
+      raise source_error(name, 'expected a TFDS image classification '
+                          "dataset with 'image' and 'label' features")
+    self.class_names = tuple(features['label'].names)
+    height, width = features['image'].shape[:2]
+    self.fixed_size = bool(height and width)
+    self.native_resolution = (min(height, width) if self.fixed_size
+                              else VARIABLE_SIZE_RESOLUTION)
+    splits = self.builder.info.splits
+    test = 'test' if 'test' in splits or not splits else 'validation'
+    if splits and ('train' not in splits or test not in splits):
+      raise source_error(name, f'TFDS dataset {name!r} has splits '
+                          f'{sorted(splits)}; expected train and test (or '
+                          'validation)')
+    self._splits = {'train': 'train', 'test': test}
+    self._labels = {}
+    self._decoded = {}  # (split, size) -> uint8 array of the whole raw split
+
+  def _shard_offsets(self, split):
+    """Start index of every shard file (a single shard when unknown)."""
+    try:
+      lengths = list(self.builder.info.splits[split].shard_lengths)
+    except (KeyError, AttributeError):
+      lengths = []
+    return tf.constant(np.concatenate([[0], np.cumsum(lengths)[:-1]])
+                       .astype(np.int64) if lengths else [0], tf.int64)
+
+  def _read(self, split, start=None, stop=None):
+    """Undecoded examples of a raw split (or slice), with their raw index."""
+    tfds_split = self._splits[split]
+    if start is not None:
+      tfds_split = f'{tfds_split}[{start}:{stop}]'
+    try:
+      ds = self.builder.as_dataset(
+          split=tfds_split, shuffle_files=False,
+          read_config=tfds.ReadConfig(add_tfds_id=True),
+          decoders={'image': tfds.decode.SkipDecoding()})
+    except AssertionError as e:  # TFDS: 'could not find data in ...'
+      raise source_error(self._name,
+                          f'TFDS dataset is not prepared: {e}') from e
+    offsets = self._shard_offsets(self._splits[split])
+    return ds.map(lambda ex: {
+        'image': ex['image'],
+        'label': tf.cast(ex['label'], tf.int32),
+        'index': _tfds_index(ex['tfds_id'], offsets)},
+                  num_parallel_calls=AUTOTUNE)
+
+  def labels(self, split):
+    """One label-only pass over the raw split (images are not decoded)."""
+    if split not in self._labels:
+      ds = self._read(split).map(lambda ex: (ex['index'], ex['label']))
+      index, labels = [], []
+      for i, l in ds.batch(65536).prefetch(2).as_numpy_iterator():
+        index.append(i)
+        labels.append(l)
+      index, labels = np.concatenate(index), np.concatenate(labels)
+      if not np.array_equal(np.sort(index), np.arange(len(index))):
+        raise DataError(f'TFDS dataset {self._name!r}: example ids of split '
+                        f'{self._splits[split]!r} are not 0..n-1')
+      self._labels[split] = np.empty_like(labels)
+      self._labels[split][index] = labels
+    return self._labels[split]
+
+  def _decode_fit(self, size):
+    decode = self.builder.info.features['image'].decode_example
+
+    def decode_fit(ex):
+      image = image_ops.to_rgb(decode(ex['image']))
+      if size is not None:
+        image = image_ops.fit(image, size)
+      return {**ex, 'image': image}
+
+    return decode_fit
+
+  def _decode_split(self, split, size):
+    """Decodes a whole raw split once into a uint8 [N, size, size, 3]."""
+    if (split, size) not in self._decoded:
+      images = np.empty((len(self.labels(split)), size, size, 3), np.uint8)
+      ds = self._read(split).map(self._decode_fit(size),
+                                 num_parallel_calls=AUTOTUNE)
+      ds = ds.map(lambda ex: (ex['index'], ex['image'])).batch(1024)
+      for index, batch in ds.prefetch(2).as_numpy_iterator():
+        images[index] = batch
+      self._decoded[split, size] = images
+    return self._decoded[split, size]
+
+  def examples(self, split, indices, size, cache):
+    """From memory when it fits, else a read of the slice covering indices.
+
+    With `cache` and a fixed `size`, the whole raw split is decoded once per
+    process into a uint8 array (like a folder source), so repeated calls
+    (e.g. one per epoch) decode nothing. Otherwise each call reads the
+    smallest TFDS slice covering `indices`, keeps those examples and decodes
+    them; whole variable-size images are then cached by tf.data if they fit.
+    """
+    n_raw = len(self.labels(split))
+    if cache and size is not None and fits_in_memory(n_raw * size * size * 3):
+      return in_memory_examples(self._decode_split(split, size),
+                                 self.labels(split), indices)
+    start, stop = (int(indices[0]), int(indices[-1]) + 1) if len(indices) else (
+        0, 1)
+    keep = np.zeros(stop, bool)
+    keep[indices] = True
+    keep = tf.constant(keep)
+    ds = self._read(split, start, stop)
+    ds = ds.filter(lambda ex: tf.gather(keep, ex['index']))
+    ds = ds.map(self._decode_fit(size), num_parallel_calls=AUTOTUNE)
+    side = size or 500  # a guess for variable-size images
+    if cache and fits_in_memory(len(indices) * side * side * 3):
+      ds = ds.cache()
+    return ds
