@@ -452,3 +452,22 @@ def test_bad_make_dataset_arguments():
   with pytest.raises(data.DataError, match='process_index'):
     data.make_dataset(config, 'train', batch_size=8, seed=0, train=True,
                       process_index=2, process_count=2)
+
+
+@pytest.mark.parametrize('cache', [True, False])
+def test_class_sorted_folder_trains_on_mixed_batches(tmp_path, cache):
+  """Folder splits are stored class by class; with a shuffle buffer far
+  smaller than a class, batches must still mix the classes (a full seeded
+  permutation first), or a net trains on one class at a time."""
+  root = str(tmp_path)
+  classes = ('a', 'b', 'c', 'd')
+  for k, c in enumerate(classes):
+    _write_images(os.path.join(root, 'train', c), 30, size=8, seed=k)
+    _write_images(os.path.join(root, 'test', c), 2, size=8, seed=50 + k)
+  config = _config(source=f'folder:{root}', augment='none', val_fraction=0.0,
+                   shuffle_buffer=4, cache=cache)
+  for seed in (0, 1):
+    batch = next(data.as_numpy(data.make_dataset(
+        config, 'train', batch_size=16, seed=seed, train=True)))
+    counts = np.bincount(batch['label'], minlength=4)
+    assert (counts > 0).sum() >= 3 and counts.max() <= 10, counts

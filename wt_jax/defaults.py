@@ -101,6 +101,8 @@ def morphnet() -> ml_collections.ConfigDict:
   c.shrink_to = 0.5  # stop once learned MACs <= this x start MACs
   c.expand_to = 0.0  # > 0: FLOPs-match the result to this x start
   c.min_width = 4  # no group is removed entirely
+  c.average_last = 1  # the result: mean alive counts of the last k exports
+  c.calib_batches = 0  # > 0: the deciding net's val top-1 after BN recalib.
   return c
 
 

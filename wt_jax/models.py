@@ -24,6 +24,9 @@ from wt_jax.widths import Widths
 # torchvision's init: He normal on fan-out for convs, BN scale 1, bias 0.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 Masks = Optional[Mapping[str, Any]]
+# Every BatchNorm's running-average momentum (BN recalibration reads a
+# batch's statistics back from it: `train.recalibration`).
+BN_MOMENTUM = 0.9
 
 
 class _Net(nn.Module):
@@ -40,7 +43,7 @@ class _Net(nn.Module):
                 padding=((p, p), (p, p)), use_bias=False,
                 feature_group_count=x.shape[-1] if depthwise else 1,
                 kernel_init=conv_init, dtype=self.dtype, name=conv_name)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                      epsilon=1e-5, dtype=self.dtype, name=bn_name)(x)
     x = mask(x, group, masks)
     return self.act(x) if act else x

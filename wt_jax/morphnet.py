@@ -41,6 +41,7 @@ import numpy as np
 from wt_jax import architectures
 from wt_jax import cost
 from wt_jax import files
+from wt_jax import models
 from wt_jax import result as result_lib
 from wt_jax import train
 from wt_jax import validation
@@ -156,7 +157,8 @@ def learned_widths(params, structure: Structure, threshold: float,
 # ----------------------------------------------------------------------------
 
 FIELDS = ('strength', 'strength_knob', 'threshold', 'epochs', 'num_steps',
-          'lr', 'export_every', 'shrink_to', 'expand_to', 'min_width')
+          'lr', 'export_every', 'shrink_to', 'expand_to', 'min_width',
+          'average_last', 'calib_batches')
 
 
 def validate(config) -> None:
@@ -175,6 +177,10 @@ def validate(config) -> None:
   f.number('shrink_to', 0, 1)
   f.number('expand_to', 0)
   f.number('min_width', 1, integer=True)
+  f.number('average_last', 0, integer=True,
+           note='0 or 1: the last export; k: the mean of the last k')
+  f.number('calib_batches', 0, integer=True,
+           note='0: measure the deciding net on its running BN averages')
 
 
 def auto_strength(widths: Widths, resolution: int, num_classes: int,
@@ -215,16 +221,30 @@ class _Exporter:
     self.start_macs = self.macs(problem.widths)
     self.stop_macs = (float(mc.shrink_to) * self.start_macs
                       if mc.shrink_to > 0 else -1)
+    self.average_last = max(1, int(mc.average_last))
     self.path = os.path.join(workdir, result_lib.HISTORY)
     self.history = (files.read_json(self.path) if files.exists(self.path)
                     else [])
-    self.learned = None
+    self.variables = None  # the deciding net at the last call (host)
+
+  @property
+  def learned(self) -> Widths:
+    """The result: the last export, or the rounded mean alive counts of the
+    last `average_last` exports (a structure still jittering around the
+    threshold settles to its average)."""
+    last = self.history[-self.average_last:]
+    names = self.structure.widths.names
+    mean = [np.mean([h['widths'][n] for h in last]) for n in names]
+    return self.structure.widths.replace(
+        [max(self.min_width, int(np.floor(m + 0.5))) for m in mean])
 
   def macs(self, widths: Widths) -> int:
     return cost.macs(widths, self.problem.resolution, self.problem.num_classes)
 
   def __call__(self, step, state):
     params = jax.device_get(state.params)
+    self.variables = {'params': params,
+                      'batch_stats': jax.device_get(state.batch_stats)}
     learned = learned_widths(params, self.structure, self.threshold,
                              self.min_width)
     macs = self.macs(learned)
@@ -237,10 +257,26 @@ class _Exporter:
     self.history.append(record)
     if jax.process_index() == 0:
       files.write_json(self.path, self.history)
-    self.learned = learned
     return dict(learned_macs=macs, learned_macs_fraction=macs /
                 self.start_macs, stop_training=bool(0 <= macs <=
                                                     self.stop_macs))
+
+
+def deciding_net_metrics(config, problem: Problem, variables) -> dict:
+  """The net whose gammas decided the widths, on the val split after BN
+  recalibration (`morphnet.calib_batches` train batches); {} when 0."""
+  n = int(config.morphnet.calib_batches)
+  if not n:
+    return {}
+  model = models.build_model(problem.widths, problem.num_classes,
+                             config.dtype)
+  metrics = train.evaluate_recalibrated(
+      model, train.make_mesh(), variables, problem.data, calib_batches=n,
+      batch_size=int(config.train.batch_size),
+      eval_batch_size=int(config.train.eval_batch_size),
+      seed=int(config.seed))
+  return {'val_top1_recalibrated': metrics['top1'],
+          'val_loss_recalibrated': metrics['eval_loss']}
 
 
 def optimize(config, problem: Problem, workdir: str
@@ -250,8 +286,12 @@ def optimize(config, problem: Problem, workdir: str
   Trains with `strength * regularization_term` added to the loss at a fixed
   learning rate, exports the learned structure (alive channels per group and
   their MACs) every `export_every` steps to `history.json`, and stops early
-  once the learned MACs reach `shrink_to` x the starting MACs. The learned
-  widths are the alive counts (at least `min_width`).
+  once the learned MACs reach `shrink_to` x the starting MACs (never, with
+  `shrink_to=0`: a fixed budget of `epochs`). The learned widths are the
+  alive counts of the last export, or their mean over the last
+  `average_last` exports (at least `min_width`). The deciding net's val
+  top-1 is measured on its running BN averages (`val_top1`) and, with
+  `calib_batches > 0`, after BN recalibration (`val_top1_recalibrated`).
   """
   mc = config.morphnet
   res, classes = problem.resolution, problem.num_classes
@@ -272,9 +312,12 @@ def optimize(config, problem: Problem, workdir: str
       train_config=structure_learning_train_config(config),
       extra_loss=make_extra_loss(structure, strength, export.threshold),
       callback=export, callback_every=int(mc.export_every), eval_split='val')
-  learned_macs = export.macs(export.learned)
+  t1 = time.perf_counter()
+  deciding = deciding_net_metrics(config, problem, export.variables)
+  learned = export.learned
+  learned_macs = export.macs(learned)
   return result_lib.OptimizeResult(
-      widths=export.learned, train_macs=int(metrics['train_macs']),
+      widths=learned, train_macs=int(metrics['train_macs']),
       examples=int(metrics['examples_seen']),
       epochs=metrics['examples_seen'] / problem.num_train,
       wall_time_s=float(metrics['wall_time_s']),
@@ -282,9 +325,12 @@ def optimize(config, problem: Problem, workdir: str
                    threshold=export.threshold,
                    start_macs=int(export.start_macs),
                    learned_macs=int(learned_macs),
-                   learned_widths=export.learned.as_dict(),
+                   learned_widths=learned.as_dict(),
+                   averaged_exports=len(export.history[-export.average_last:]),
                    stopped_at_step=int(metrics['steps']),
                    reached_target=bool(learned_macs <= export.stop_macs),
-                   val_top1=float(metrics['top1']),
+                   val_top1=float(metrics['top1']), **deciding,
                    train_loss=float(metrics.get('train_loss', float('nan'))),
+                   time_parts=dict(metrics.get('time_parts', {}),
+                                   deciding_eval_s=time.perf_counter() - t1),
                    total_seconds=time.perf_counter() - t0))

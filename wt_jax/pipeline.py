@@ -23,6 +23,7 @@ import time
 from typing import Callable, Optional
 
 from absl import logging
+import psutil
 
 from wt_jax import architectures
 from wt_jax import console
@@ -169,10 +170,12 @@ def reads(config, original, projected) -> list[tuple[object, tuple]]:
                                                   (projected, proj)) if names]
 
 
-def prepare(config, workdir: str) -> Run:
+def prepare(config, workdir: str, timing: Optional[dict] = None) -> Run:
   """Validates `config` and builds the two problems, once per run; every
   image the run will read is decoded here (and cached), so a bad file
-  stops the run before any work."""
+  stops the run before any work. `timing` gets the seconds of each part."""
+  timing = {} if timing is None else timing
+  t0 = time.perf_counter()
   normalize(config)
   validate(config)
   _check_workdir(workdir)
@@ -180,8 +183,12 @@ def prepare(config, workdir: str) -> Run:
   projected = projection.project(original, config.projection,
                                  divisor=config.transfer.divisor)
   check_problem(config, original, projected)
-  for data_config, split_names in reads(config, original, projected):
-    data.preload(data_config, split_names)
+  t1 = time.perf_counter()
+  timing['images_decoded'] = sum(
+      data.preload(data_config, split_names)
+      for data_config, split_names in reads(config, original, projected))
+  timing['validate_and_list_s'] = t1 - t0
+  timing['decode_s'] = time.perf_counter() - t1
   return Run(config, Workdir(workdir), original, projected)
 
 
@@ -283,8 +290,15 @@ def fresh_outputs(r: Run) -> Callable[[str], bool]:
 
 
 def run(config, workdir: str) -> Optional[dict]:
-  """Runs the selected stages in chain order; returns the report (if run)."""
-  r = prepare(config, workdir)
+  """Runs the selected stages in chain order; returns the report (if run).
+
+  Writes `timing.json`: where this run's wall time went (start-up and
+  imports before `run`, validation and listing, image decoding, and each
+  step's wall time; the training loops' own parts are in their results).
+  """
+  timing = {'startup_and_imports_s': time.time() - psutil.Process(
+      os.getpid()).create_time()}
+  r = prepare(config, workdir, timing)
   selected = [s for s in STAGES if s in tuple(config.stages)]
   lock = Lock(workdir) if r.is_main else None
   if lock:
@@ -301,10 +315,14 @@ def run(config, workdir: str) -> Optional[dict]:
     out = None
     for name in selected:
       console.header(f'Stage {name}')
+      t0 = time.perf_counter()
       if name == 'report':
         out = stages_lib.write_report(r, fresh_outputs(r))
       else:
         _run_stage(r, name)
+      timing[f'{name}_s'] = time.perf_counter() - t0
+    if r.is_main:
+      files.write_json(r.workdir.path('timing.json'), timing)
     return out
   finally:
     if lock:

@@ -73,27 +73,33 @@ def project(original: Problem, knobs, *, divisor: int = 8,
                  int(num_train), width_mult)
 
 
-def overhead(original: Problem, projected: Problem,
-             projected_cost: float) -> dict:
+def overhead(original: Problem, projected: Problem, projected_cost: float,
+             fixed_cost: float = 0.0) -> dict:
   """The optimization overhead of a projected run against the direct run.
 
   The direct optimization is the same optimizer with the same schedule in
-  epochs on the original network, data and resolution, so its analytic
-  cost is the projected cost times the ratio of training MACs per example
-  and the ratio of training examples per epoch. `cost_ratio` is that
-  product: how many times cheaper the projected optimization is.
+  epochs on the original network, data and resolution. Its analytic cost:
+  the part of the projected cost that grows with the training split
+  (training) times the ratio of MACs per example and the ratio of training
+  examples, plus `fixed_cost` (the part that does not, e.g. AutoSlim's
+  candidate scoring on the val split, which is the same size under every
+  sample fraction) times the MACs ratio alone. `cost_ratio` is direct /
+  projected: how many times cheaper the projected optimization is.
   """
   macs_orig = cost.macs(original.widths, original.resolution,
                         original.num_classes)
   macs_proj = cost.macs(projected.widths, projected.resolution,
                         projected.num_classes)
+  macs_ratio = macs_orig / macs_proj
   data_ratio = original.num_train / projected.num_train
-  ratio = (macs_orig / macs_proj) * data_ratio
+  scaling = float(projected_cost) - float(fixed_cost)
+  direct = scaling * macs_ratio * data_ratio + float(fixed_cost) * macs_ratio
   return dict(
-      projected_cost=float(projected_cost),
-      direct_cost_analytic=float(projected_cost) * ratio,
-      cost_ratio=ratio, macs_ratio=macs_orig / macs_proj,
-      data_ratio=data_ratio, original_macs=macs_orig,
+      projected_cost=float(projected_cost), fixed_cost=float(fixed_cost),
+      direct_cost_analytic=direct,
+      cost_ratio=direct / float(projected_cost) if projected_cost else
+      macs_ratio * data_ratio,
+      macs_ratio=macs_ratio, data_ratio=data_ratio, original_macs=macs_orig,
       projected_macs=macs_proj,
       original_train_examples=int(original.num_train),
       projected_train_examples=int(projected.num_train))

@@ -83,7 +83,8 @@ def _arm(wd: Workdir, arm: str, seeds, prob: Problem,
 
 
 def _overhead(original: Problem, projected: Problem, opt, direct) -> dict:
-  ov = projection.overhead(original, projected, opt.train_macs)
+  ov = projection.overhead(original, projected, opt.train_macs,
+                           opt.details.get('macs_not_scaling_with_data', 0))
   ov.update(projected_wall_time_s=opt.wall_time_s,
             projected_epochs=opt.epochs, projected_details=opt.details)
   if direct is not None:

@@ -242,7 +242,12 @@ def _result(config, problem: Problem, space: SlimSpace,
       **costs,
       num_random=num_random, units=[list(u) for u in space.units],
       grids=[list(g) for g in space.grids],
-      train_loss=float(metrics.get('train_loss', float('nan'))))
+      train_loss=float(metrics.get('train_loss', float('nan'))),
+      # Candidate scoring runs on the val split and calibration batches,
+      # whose sizes do not change with the training split's.
+      macs_not_scaling_with_data=costs['slimming_macs'],
+      time_parts=dict(metrics.get('time_parts', {}),
+                      slimming_s=float(slim_seconds)))
   return result.OptimizeResult(
       widths=slimmed,
       train_macs=costs['sandwich_train_macs'] + costs['slimming_macs'],

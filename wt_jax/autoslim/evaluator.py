@@ -35,29 +35,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from wt_jax import models
 from wt_jax.autoslim.space import SlimSpace
+from wt_jax.train import recalibration
 from wt_jax.train import sharding
 
-# The BN momentum of `models` (nn.BatchNorm(momentum=0.9)); recalibration
-# reads a batch's statistics as the running average updated from zeros,
-# (1 - momentum) x the batch's. tests/test_autoslim.py checks it.
-BN_MOMENTUM = 0.9
+# recalibration reads a batch's statistics back from the running averages
+# updated from zeros; tests/test_autoslim.py checks it.
+BN_MOMENTUM = models.BN_MOMENTUM
 
 
 def _calibration_fn(model, space: SlimSpace):
   """(variables, counts, images, acc) -> acc + every candidate's batch stats."""
-  inv = 1.0 / (1.0 - BN_MOMENTUM)
 
   def calib_fn(variables, counts, images, acc):
-    zeros = jax.tree.map(jnp.zeros_like, variables['batch_stats'])
-
-    def one(c):
-      _, new = model.apply({'params': variables['params'],
-                            'batch_stats': zeros}, images, train=True,
-                           masks=space.masks(c), mutable=['batch_stats'])
-      return jax.tree.map(lambda s: s * inv, new['batch_stats'])
-
-    stats = jax.vmap(one)(counts)
+    stats = jax.vmap(lambda c: recalibration.batch_statistics(
+        model, variables['params'], variables['batch_stats'], images,
+        space.masks(c)))(counts)
     return jax.tree.map(jnp.add, acc, stats)
 
   return calib_fn

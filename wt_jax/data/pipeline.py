@@ -11,7 +11,9 @@ of `splits.channel_stats`.
 
 Determinism and throughput
 --------------------------
-Training order is a seeded `shuffle` (reshuffled every epoch, the same
+Training order is a seeded full permutation of the shard (for sources
+read at random: digits, folder, cached TFDS), then a seeded `shuffle`
+(reshuffled every epoch, the same
 sequence of orders for the same seed); augmentations use stateless random ops
 keyed on (seed, example index, epoch). No global TF seed is used. All maps
 run in parallel (AUTOTUNE) with deterministic output order, then prefetch.
@@ -91,8 +93,15 @@ def make_dataset(data_config, split: str, *, batch_size: int, seed: int,
   source = sources.get_source(dc)
   resolution = splits.fed_resolution(dc, source)
   shard = _shard(dc, split, train, batch_size, process_index, process_count)
-  ds = source.examples('test' if split == 'test' else 'train', shard.indices,
-                       _stored_size(dc, source, resolution), dc.cache)
+  store = _stored_size(dc, source, resolution)
+  indices = shard.indices
+  if train and source.random_access(store, dc.cache):
+    # A full, seeded permutation first: raw splits can be sorted by class
+    # (folder sources are), which a shuffle buffer smaller than the split
+    # would leave as class-by-class batches.
+    indices = np.random.default_rng(seed).permutation(indices)
+  ds = source.examples('test' if split == 'test' else 'train', indices,
+                       store, dc.cache)
   mean, std = splits.channel_stats(dc, source, resolution)
   if train:
     ds = _train_stream(ds, dc, shard, seed, resolution, mean, num_epochs,

@@ -35,8 +35,10 @@ has the same interface:
   canonical order;
 * `examples(split, indices, size, cache)`: a tf.data.Dataset of
   {'image': uint8 [H, W, 3], 'label': int32, 'index': int64 (raw index)} for
-  the given sorted raw indices; images fitted to size x size (`images.fit`),
-  or left at their own size when `size` is None.
+  the given raw indices; images fitted to size x size (`images.fit`), or
+  left at their own size when `size` is None;
+* `random_access(size, cache)`: True when `examples` yields the indices in
+  the order given (else they must be sorted and come in file order).
 
 Decoded images are cached in memory when `cache` is set and the decoded split
 fits in half the host memory (digits always is). `get_source` memoizes the
@@ -86,6 +88,10 @@ class DigitsSource:
 
   def labels(self, split):
     return self._labels[split]
+
+  def random_access(self, size, cache) -> bool:
+    del size, cache
+    return True
 
   def examples(self, split, indices, size, cache):
     del cache  # always in memory
@@ -180,6 +186,11 @@ class FolderSource:
 
   def labels(self, split):
     return self._labels[split]
+
+  def random_access(self, size, cache) -> bool:
+    """Examples come in the order asked for, cached or streamed."""
+    del size, cache
+    return True
 
   def _load(self, path, size):
     image = tf.io.decode_image(tf.io.read_file(path), channels=3,

@@ -127,6 +127,15 @@ class TfdsSource:
       self._decoded[split, size] = images
     return self._decoded[split, size]
 
+  def _in_memory(self, split, size, cache) -> bool:
+    n_raw = len(self.labels(split))
+    return bool(cache and size is not None and
+                fits_in_memory(n_raw * size * size * 3))
+
+  def random_access(self, size, cache) -> bool:
+    """In memory, any order; a read of TFDS slices comes in file order."""
+    return self._in_memory('train', size, cache)
+
   def examples(self, split, indices, size, cache):
     """From memory when it fits, else a read of the slice covering indices.
 
@@ -136,8 +145,7 @@ class TfdsSource:
     smallest TFDS slice covering `indices`, keeps those examples and decodes
     them; whole variable-size images are then cached by tf.data if they fit.
     """
-    n_raw = len(self.labels(split))
-    if cache and size is not None and fits_in_memory(n_raw * size * size * 3):
+    if self._in_memory(split, size, cache):
       return in_memory_examples(self._decode_split(split, size),
                                  self.labels(split), indices)
     start, stop = (int(indices[0]), int(indices[-1]) + 1) if len(indices) else (

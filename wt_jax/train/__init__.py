@@ -36,6 +36,7 @@ Modules, in the order a run uses them:
 | `batches` | the data order: batches of each step, per process |
 | `evaluator` | the eval step and the evaluation over a split |
 | `checkpoints` | structure check, restore or init, save (orbax) |
+| `recalibration` | exact BN statistics for the current weights |
 | `records` | metrics.jsonl, TensorBoard scalars, progress lines |
 | `paths` | file names in the workdir |
 | `loop` | `train_and_evaluate`: set-up, then the `for step` loop |
@@ -53,6 +54,8 @@ from wt_jax.train.loop import train_and_evaluate
 from wt_jax.train.paths import METRICS_FILE
 from wt_jax.train.paths import STRUCTURE_FILE
 from wt_jax.train.recipe import compute_dtype
+from wt_jax.train.recalibration import evaluate_recalibrated
+from wt_jax.train.recalibration import recalibrate
 from wt_jax.train.recipe import cross_entropy_loss
 from wt_jax.train.recipe import derive_train_config
 from wt_jax.train.recipe import learning_rate_schedule
@@ -78,9 +81,11 @@ __all__ = [
     'ExtraLoss', 'LossFn', 'METRICS_FILE', 'NonFiniteLossError', 'SCHEDULES',
     'STRUCTURE_FILE', 'TrainState', 'TrainStep', 'batch_sharding',
     'check_structure', 'compute_dtype', 'cross_entropy_loss',
-    'derive_train_config', 'epoch_seed', 'global_batch',
+    'derive_train_config', 'epoch_seed', 'evaluate_recalibrated',
+    'global_batch',
     'learning_rate_schedule', 'local_train_batches', 'make_mesh', 'make_sgd',
-    'maybe_initialize_distributed', 'peak_learning_rate', 'replicate',
+    'maybe_initialize_distributed', 'peak_learning_rate', 'recalibrate',
+    'replicate',
     'replicated', 'state_structure', 'steps_per_epoch', 'to_host',
     'train_and_evaluate', 'validate', 'weight_decay_mask',
 ]

@@ -21,6 +21,7 @@ written by process 0.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Mapping, Optional
 
 from absl import logging
@@ -134,6 +135,7 @@ class Checkpoints:
                                              create=True),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'progress': ocp.JsonCheckpointHandler()})
+    self.close_seconds = 0.0
 
   def _check(self, latest: int, structure: Mapping[str, Any]) -> None:
     path = paths.join(self.directory, paths.STRUCTURE_FILE)
@@ -199,8 +201,10 @@ class Checkpoints:
 
   def close(self) -> None:
     """Waits for the pending save, then closes the manager."""
+    t0 = time.perf_counter()
     self.manager.wait_until_finished()
     self.manager.close()
+    self.close_seconds = time.perf_counter() - t0
 
   def __enter__(self) -> 'Checkpoints':
     return self

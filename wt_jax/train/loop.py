@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import time
 from typing import Any, Callable, Optional
 
 from absl import logging
@@ -132,6 +133,7 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
     examples_seen, wall_time_s (loop without evaluations, all runs),
     img_per_s (this run), train_macs, macs, params, lr (last), stopped_early.
   """
+  t_enter = time.perf_counter()
   data_config = config.data if data_config is None else data_config
   train_config = config.train if train_config is None else train_config
   seed = int(config.seed if seed is None else seed)
@@ -155,40 +157,50 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
                                  plan.eval_batch_size)
   inputs = batches.device_batches(mesh, data_config, plan.batch_size, seed,
                                   start_step)
+  setup_s = time.perf_counter() - t_enter
   clock = records.Clock(start_step, plan.batch_size)
   bar = console.Progress(plan.total_steps, start_step)
   with contextlib.closing(records.Records(workdir, start_step)) as writer, \
-      contextlib.closing(bar), ckpts or contextlib.nullcontext():
+      contextlib.closing(bar):
     log_train = functools.partial(_log_train, train_step, writer, clock, bar)
     step = start_step
-    try:
-      for step in range(start_step + 1, last_step + 1):
-        state = train_step(state, next(inputs))
-        progress.examples_seen += plan.batch_size
-        is_last = step == last_step
-        if logged := plan.is_log(step, is_last):
-          state, progress.last_train = log_train(state, step)
-        if plan.is_eval(step, is_last):
-          with clock.paused():
-            writer.write('eval', step, evaluate(state), prefix=eval_split)
-        if callback is not None and plan.is_callback(step, is_last):
-          progress.stopped_early = _call_back(callback, step, state, writer)
-          if progress.stopped_early and not logged:
+    with ckpts or contextlib.nullcontext():
+      try:
+        for step in range(start_step + 1, last_step + 1):
+          with clock.part('first_step', when=step == start_step + 1):
+            state = train_step(state, next(inputs))
+          progress.examples_seen += plan.batch_size
+          is_last = step == last_step
+          if logged := plan.is_log(step, is_last):
             state, progress.last_train = log_train(state, step)
-        if ckpts and plan.is_checkpoint(step, is_last, progress.stopped_early):
-          train_step.check_finite(state, step)
-          ckpts.save(step, state, progress, clock.loop_seconds())
-        if progress.stopped_early:
-          logging.info('Stopped at step %d by the callback.', step)
-          break
-    except KeyboardInterrupt as e:
-      e.wt_jax_step = step  # for the CLI's one-line message
-      raise
-    clock.stop()
-    results = _after_last_step(state, train_step, evaluate,
-                               callback if last_step <= start_step else None)
+          if plan.is_eval(step, is_last):
+            with clock.paused():
+              writer.write('eval', step, evaluate(state), prefix=eval_split)
+          if callback is not None and plan.is_callback(step, is_last):
+            progress.stopped_early = _call_back(callback, step, state, writer)
+            if progress.stopped_early and not logged:
+              state, progress.last_train = log_train(state, step)
+          if ckpts and plan.is_checkpoint(step, is_last,
+                                          progress.stopped_early):
+            train_step.check_finite(state, step)
+            with clock.part('checkpoint'):
+              ckpts.save(step, state, progress, clock.loop_seconds())
+          if progress.stopped_early:
+            logging.info('Stopped at step %d by the callback.', step)
+            break
+      except KeyboardInterrupt as e:
+        e.wt_jax_step = step  # for the CLI's one-line message
+        raise
+      clock.stop()
+      with clock.part('eval'):
+        results = _after_last_step(
+            state, train_step, evaluate,
+            callback if last_step <= start_step else None)
+    if ckpts:  # the wait for the last (asynchronous) save
+      clock.parts['checkpoint'] += ckpts.close_seconds
     final = _final_metrics(results, eval_split, progress, widths, info,
                            train_step, int(to_host(state.step)), clock)
+    final['time_parts'] = clock.time_parts(setup_s)
     writer.write('final', final['steps'], final)
   records.log_final(final)
   return final

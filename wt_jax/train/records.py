@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import time
@@ -108,15 +109,35 @@ class Clock:
     self.paused_s = 0.0
     self.stopped = None
     self.lap_t, self.lap_step = self.start, start_step
+    self.parts = collections.defaultdict(float)  # seconds by part
 
   @contextlib.contextmanager
-  def paused(self):
-    """Time spent inside does not count as training (evaluations)."""
+  def part(self, name: str, when: bool = True, pause: bool = False):
+    """Times the block as `parts[name]` (if `when`); with `pause` it does
+    not count as training (evaluations)."""
     t0 = time.perf_counter()
     try:
       yield
     finally:
-      self.paused_s += time.perf_counter() - t0
+      seconds = time.perf_counter() - t0
+      if when:
+        self.parts[name] += seconds
+      if pause:
+        self.paused_s += seconds
+
+  def paused(self):
+    return self.part('eval', pause=True)
+
+  def time_parts(self, setup_s: float) -> dict[str, float]:
+    """Where this run's time went: set-up, the first step (compilation),
+    the other steps, evaluations and checkpoint writes (seconds)."""
+    parts = dict(self.parts)
+    first = parts.pop('first_step', 0.0)
+    ckpt = parts.pop('checkpoint', 0.0)
+    return {'setup_s': setup_s, 'first_step_s': first,
+            'steps_s': max(0.0, self.loop_seconds() - first - ckpt),
+            'eval_s': parts.pop('eval', 0.0), 'checkpoint_s': ckpt, **{
+                f'{k}_s': v for k, v in parts.items()}}
 
   def loop_seconds(self, now: Optional[float] = None) -> float:
     """Seconds since the start, pauses excluded (up to `stop()` if called)."""
