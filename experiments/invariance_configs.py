@@ -29,8 +29,11 @@ its val top-1 (after BN recalibration) is reported per run.
 
 MorphNet, following the MorphNet authors' advice (a fixed learning rate and
 a strength such that the structure settles by the end of a fixed budget):
-  * `morphnet.epochs` epochs at the fixed `morphnet.lr`, never stopped early
+  * 5 epochs at the fixed learning rate 0.1, never stopped early
     (`shrink_to=0`); strength knob 1 (strength = 1 / the starting MACs);
+    no group below one channel (`min_width=1`), so the 4-channel groups of
+    the width-projected nets can shrink like the 8-channel ones of the
+    original;
   * the structure is exported every quarter epoch, and the result is the
     mean alive count per group over the exports of the last epoch
     (`average_last=4`): a channel flickering around the threshold counts
@@ -38,7 +41,7 @@ a strength such that the structure settles by the end of a fixed budget):
   * the deciding net is measured on val after BN recalibration on 20
     training batches (`calib_batches=20`); running averages lag far behind
     weights that move at a constant high learning rate.
-AutoSlim: `autoslim.epochs` of slimmable training (sandwich rule, in-place
+AutoSlim: 3 epochs of slimmable training (sandwich rule, in-place
 distillation), then greedy slimming to 50% of the MACs in 10% steps, each
 candidate scored on a fixed 2,560-image sample of val after BN
 recalibration; its deciding network is the full-width supernet.
@@ -94,7 +97,9 @@ def base(optimizer: str):
   c.morphnet.shrink_to = 0.0  # a fixed budget: never stop at a target
   c.morphnet.average_last = 4
   c.morphnet.calib_batches = 20
-  c.autoslim.epochs = 4.0
+  c.morphnet.min_width = 1  # a 4-channel group of the width arms can shrink
+  c.autoslim.epochs = 3.0
+  c.autoslim.min_width = 1
   c.autoslim.lr = 0.2
   c.autoslim.step_fraction = 0.1
   c.autoslim.target_fraction = 0.5

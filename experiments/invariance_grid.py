@@ -31,7 +31,8 @@ from experiments import invariance_configs as grid  # noqa: E402  pylint: disabl
 # so a grid cut short still has every arm.
 DEFAULT_RUNS = (
     [f'morphnet:{a}:{s}' for s in (0, 1, 2) for a in grid.ARMS] +
-    [f'autoslim:{a}:{s}' for s in (0, 1, 2) for a in ('direct', 'compound')])
+    ['autoslim:direct:0'] + [f'autoslim:compound:{s}' for s in (0, 1, 2)] +
+    ['autoslim:direct:1'])
 
 
 def ensure_data() -> None:
