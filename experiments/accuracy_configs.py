@@ -1,10 +1,10 @@
-r"""Configs of the CIFAR-10 reproduction grid (experiments/cifar10_grid.py).
+r"""Configs of the CIFAR-10 reproduction grid (experiments/accuracy_grid.py).
 
 One base config per budget preset (`base(budget)`) plus one override dict per
 arm (`ARMS`). `get_config('BUDGET:ARM')` is the config file entry point, so a
 single arm runs as
 
-  python -m wt_jax.main --config=experiments/configs.py:cpu:mn_compound \
+  python -m wt_jax.main --config=experiments/accuracy_configs.py:cpu:mn_compound \
       --workdir=/work/grid_cifar10/cpu/mn_compound
 
 The claim under test (Chin, Marculescu, Morcos, CVPR-W 2021): widths
@@ -102,7 +102,7 @@ BUDGETS = {
     # train split (1,000 images, 100 per class), all of it used by AutoSlim's
     # decisions: the val split is stored in class order, so a prefix of
     # `eval_batches` batches would hold one or two classes only. See
-    # results/cifar10.md for the measurements behind these numbers.
+    # results/cifar10_accuracy.md for the measurements behind these numbers.
     'cpu': {
         'width_mult': 0.5,
         'data.sample_fraction': 0.2,

@@ -1,12 +1,12 @@
 r"""The CIFAR-10 width-transfer reproduction grid: every arm, sequentially.
 
-  python experiments/cifar10_grid.py --budget=cpu \
+  python experiments/accuracy_grid.py --budget=cpu \
       [--workdir_root=/work/grid_cifar10] [--arms=uniform,mn_direct,...]
 
-Each arm (experiments/configs.py: `ARMS`, run in `ORDER`) is one pipeline
+Each arm (experiments/accuracy_configs.py: `ARMS`, run in `ORDER`) is one pipeline
 workdir, WORKDIR_ROOT/BUDGET/ARM, run in its own subprocess:
 
-  python -m wt_jax.main --config=experiments/configs.py:BUDGET:ARM \
+  python -m wt_jax.main --config=experiments/accuracy_configs.py:BUDGET:ARM \
       --workdir=WORKDIR_ROOT/BUDGET/ARM
 
 The uniform baseline is trained once (its own workdir); the other arms run
@@ -16,7 +16,7 @@ finished stages and resumes training from its checkpoints. An arm with
 `share_optimize_from` reuses that arm's finished optimization (its
 `optimize/` summary, widths and history are copied before it starts).
 
-After each arm, experiments/make_results.py regenerates results/cifar10.md
+After each arm, experiments/accuracy_results.py regenerates results/cifar10_accuracy.md
 (unless --no_results). A failing arm is logged and the grid goes on.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ _ROOT = os.path.dirname(_HERE)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _HERE]
 sys.path.insert(0, _ROOT)
 
-from experiments import configs as grid_configs  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import accuracy_configs as grid_configs  # noqa: E402  pylint: disable=g-import-not-at-top
 
 DEFAULT_ROOT = '/work/grid_cifar10'
 
@@ -84,7 +84,7 @@ def run_arm(root, budget, arm, log_dir):
   if not share_optimize(root, budget, arm):
     return 1
   cmd = [sys.executable, '-m', 'wt_jax.main',
-         f'--config=experiments/configs.py:{budget}:{arm}',
+         f'--config=experiments/accuracy_configs.py:{budget}:{arm}',
          f'--workdir={workdir}']
   log = os.path.join(log_dir, f'{arm}.log')
   print(f'[grid] {time.strftime("%H:%M:%S")} {arm}: {" ".join(cmd)} '
@@ -108,7 +108,7 @@ def main():
   parser.add_argument('--arms', default=','.join(grid_configs.ORDER),
                       help='comma-separated arms, run in this order')
   parser.add_argument('--no_results', action='store_true',
-                      help='do not regenerate results/cifar10.md')
+                      help='do not regenerate results/cifar10_accuracy.md')
   args = parser.parse_args()
   arms = [a for a in args.arms.split(',') if a]
   unknown = [a for a in arms if a not in grid_configs.ARMS]
@@ -124,7 +124,7 @@ def main():
     if run_arm(args.workdir_root, args.budget, arm, log_dir) != 0:
       failed.append(arm)
     if not args.no_results:
-      subprocess.call([sys.executable, 'experiments/make_results.py',
+      subprocess.call([sys.executable, 'experiments/accuracy_results.py',
                        f'--budget={args.budget}',
                        f'--workdir_root={args.workdir_root}'], cwd=_ROOT)
   total = time.time() - t0
