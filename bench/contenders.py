@@ -10,17 +10,19 @@ Each builder returns `(run, info)`: `run(n)` does n steps and returns
   with MorphNet's regularizer (`extra_loss`) or AutoSlim's sandwich loss
   (`loss_fn`).
 * `build_ref`: a plain Flax ResNet of the same shape in the form of the flax
-  examples/imagenet ResNet (nn.Conv/nn.BatchNorm, a `jax.jit` train step
-  with optax, flax.training.train_state, no sharding, no donation); its
-  compiled program does the same FLOPs as ours.
-* `build_torch`: the same network in PyTorch, channels_last, eager
-  (torch.compile optional), forward + backward + SGD(Nesterov, weight decay).
+  examples/imagenet ResNet (`references.flax_resnet`: nn.Conv/nn.BatchNorm;
+  a `jax.jit` train step with optax, flax.training.train_state, no
+  sharding, no donation); its compiled program does the same FLOPs as ours.
+* `build_torch`: the same network in PyTorch (`references.torch_resnet`),
+  channels_last, eager (torch.compile optional), forward + backward +
+  SGD(Nesterov, weight decay).
 * `build_pipeline`: `train.local_train_batches` on the CIFAR-10 JPEGs plus
   the host-to-device put of each batch, after one full epoch (decode, cache,
   first shuffle); the next epoch's rebuild is timed on its own.
 
-Every train step sees the same fixed batch of random images. Each builder
-imports its framework itself, so a worker process loads only what it
+Every train step sees the same fixed batch of random images; the CIFAR-10
+JPEGs are unzipped to /tmp once (`cifar_folder`). Each builder imports its
+framework itself, so a worker process loads only what it
 measures (the PyTorch worker never imports jax or TensorFlow).
 
   python bench/contenders.py KIND [--arch A --width_mult W --batch B ...]
@@ -34,11 +36,13 @@ import argparse
 import os
 import re
 import time
+import zipfile
 
 import harness  # first: wt_jax's XLA:CPU default before jax
 import numpy as np  # pylint: disable=g-bad-import-order
+import references
 
-NUM_CLASSES = 10
+NUM_CLASSES = references.NUM_CLASSES
 RESOLUTION = 32
 WEIGHT_DECAY = 5e-4
 DESCRIPTIONS = {
@@ -50,6 +54,27 @@ DESCRIPTIONS = {
     'ours_bf16': 'ours with bfloat16 compute',
     'pipeline': 'input pipeline: CIFAR-10 JPEGs, augment cifar (+ device put)',
 }
+CIFAR_ZIP = os.environ.get('WT_BENCH_CIFAR_ZIP',
+                           os.path.join(os.path.dirname(harness.REPO), 'shared',
+                                        'data', 'cifar10_jpeg.zip'))
+CIFAR_DIR = os.environ.get('WT_BENCH_CIFAR_DIR', '/tmp/cifar10_jpeg')
+
+
+def cifar_folder(path: str = CIFAR_DIR) -> str:
+  """The CIFAR-10 JPEGs unzipped under `path` (done once; never in the repo)."""
+  marker = os.path.join(path, '.complete')
+  if os.path.exists(marker):
+    return path
+  if os.path.abspath(path).startswith(harness.REPO + os.sep):
+    raise ValueError(f'refusing to unzip the data set into the repo: {path}')
+  if not os.path.exists(CIFAR_ZIP):
+    raise FileNotFoundError(f'CIFAR-10 JPEG zip not found: {CIFAR_ZIP} (set '
+                            'WT_BENCH_CIFAR_ZIP)')
+  with zipfile.ZipFile(CIFAR_ZIP) as z:
+    z.extractall(path)
+  with open(marker, 'w') as f:
+    f.write('ok\n')
+  return path
 
 
 def random_batch(batch_size, seed=0):
@@ -116,7 +141,12 @@ def build_ours(arch, width_mult, batch_size, dtype='float32', warmup=2,
                extra_loss_kind=None, loss_kind=None, ablation=False):
   """(run, info) for wt_jax's train step (`train.TrainStep`)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from wt_jax import defaults, models, train, widths as W  # pylint: disable=g-import-not-at-top,g-multiple-import
+  # pylint: disable=g-import-not-at-top
+  from wt_jax import defaults
+  from wt_jax import models
+  from wt_jax import train
+  from wt_jax import widths as W
+  # pylint: enable=g-import-not-at-top
   widths = W.uniform(arch, width_mult)
   tc = defaults.get_config().train
   tc.update(batch_size=batch_size, weight_decay=WEIGHT_DECAY, momentum=0.9,
@@ -147,75 +177,6 @@ def build_ours(arch, width_mult, batch_size, dtype='float32', warmup=2,
                    warmup_s=time.perf_counter() - t0,
                    xla_flags=os.environ.get('XLA_FLAGS', ''),
                    widths=widths.as_dict(), hlo=stats)
-
-
-def _ref_module(widths, dtype, padding='SAME'):
-  """The flax examples/imagenet ResNet, with the CIFAR stem, at `widths`.
-
-  padding: nn.Conv's padding; 'SAME' as in the example (stride-2 3x3 convs
-  then pad (0, 1)), or 'symmetric' for ((k//2, k//2),) * 2 as wt_jax's models.
-  """
-  import functools  # pylint: disable=g-import-not-at-top
-  from typing import Any, Callable  # pylint: disable=g-import-not-at-top,g-multiple-import
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  ModuleDef = Any
-
-  class ResNetBlock(nn.Module):
-    filters: int
-    inner: int
-    conv: ModuleDef
-    norm: ModuleDef
-    act: Callable
-    strides: tuple = (1, 1)
-
-    @nn.compact
-    def __call__(self, x):
-      residual = x
-      y = self.conv(self.inner, (3, 3), self.strides)(x)
-      y = self.norm()(y)
-      y = self.act(y)
-      y = self.conv(self.filters, (3, 3))(y)
-      y = self.norm(scale_init=nn.initializers.zeros_init())(y)
-      if residual.shape != y.shape:
-        residual = self.conv(self.filters, (1, 1), self.strides,
-                             name='conv_proj')(residual)
-        residual = self.norm(name='norm_proj')(residual)
-      return self.act(residual + y)
-
-  spec = widths.spec
-  w = widths.as_dict()
-
-  class ResNet(nn.Module):
-    num_classes: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train: bool = True):
-      def conv(features, kernel, strides=(1, 1), **kw):
-        pad = ('SAME' if padding == 'SAME' else
-               tuple((k // 2, k // 2) for k in kernel))
-        return nn.Conv(features, kernel, strides, padding=pad,
-                       use_bias=False, dtype=self.dtype, **kw)
-      norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                               momentum=0.9, epsilon=1e-5, dtype=self.dtype)
-      x = conv(w['stem'], (3, 3), name='conv_init')(x)  # CIFAR stem
-      x = norm(name='bn_init')(x)
-      x = nn.relu(x)
-      for i, block_size in enumerate(spec.depth):
-        for j in range(block_size):
-          s = spec.strides[i] if j == 0 else 1
-          x = ResNetBlock(w[f'stage{i + 1}'],
-                          w[f'stage{i + 1}/block{j + 1}/conv1'],
-                          strides=(s, s), conv=conv, norm=norm,
-                          act=nn.relu)(x)
-      x = jnp.mean(x, axis=(1, 2))
-      x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
-      x = jnp.asarray(x, self.dtype)
-      return x
-
-  return ResNet(num_classes=NUM_CLASSES, dtype=dtype)
 
 
 def _ref_train_step(state, batch):
@@ -259,7 +220,7 @@ def build_ref(arch, width_mult, batch_size, warmup=2, padding='SAME'):
   widths = W.uniform(arch, width_mult)
   if widths.spec.block != 'basic':
     raise ValueError('the reference ResNet has BasicBlocks only')
-  model = _ref_module(widths, jnp.float32, padding)
+  model = references.flax_resnet(widths, jnp.float32, padding)
 
   class TrainState(train_state.TrainState):
     batch_stats: Any
@@ -287,54 +248,6 @@ def build_ref(arch, width_mult, batch_size, warmup=2, padding='SAME'):
                    hlo={'ref': hlo_stats(step)})
 
 
-def _torch_module(widths):
-  import torch  # pylint: disable=g-import-not-at-top
-  from torch import nn  # pylint: disable=g-import-not-at-top
-
-  class Block(nn.Module):
-
-    def __init__(self, cin, inner, cout, stride):
-      super().__init__()
-      self.conv1 = nn.Conv2d(cin, inner, 3, stride, 1, bias=False)
-      self.bn1 = nn.BatchNorm2d(inner, momentum=0.1, eps=1e-5)
-      self.conv2 = nn.Conv2d(inner, cout, 3, 1, 1, bias=False)
-      self.bn2 = nn.BatchNorm2d(cout, momentum=0.1, eps=1e-5)
-      self.shortcut = None
-      if stride != 1 or cin != cout:
-        self.shortcut = nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-      y = torch.relu(self.bn1(self.conv1(x)))
-      y = self.bn2(self.conv2(y))
-      s = x if self.shortcut is None else self.shortcut(x)
-      return torch.relu(s + y)
-
-  class Net(nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      spec, w = widths.spec, widths.as_dict()
-      self.stem = nn.Sequential(nn.Conv2d(3, w['stem'], 3, 1, 1, bias=False),
-                                nn.BatchNorm2d(w['stem']), nn.ReLU())
-      blocks, cin = [], w['stem']
-      for i, n in enumerate(spec.depth):
-        for j in range(n):
-          stride = spec.strides[i] if j == 0 else 1
-          cout = w[f'stage{i + 1}']
-          blocks.append(Block(cin, w[f'stage{i + 1}/block{j + 1}/conv1'],
-                              cout, stride))
-          cin = cout
-      self.blocks = nn.Sequential(*blocks)
-      self.fc = nn.Linear(cin, NUM_CLASSES)
-
-    def forward(self, x):
-      x = self.blocks(self.stem(x))
-      return self.fc(x.mean((2, 3)))
-
-  return Net()
-
-
 def build_torch(arch, width_mult, batch_size, compile_model=False, warmup=3,
                 threads=0):
   """(run, info) for the PyTorch twin (channels_last, SGD Nesterov)."""
@@ -346,7 +259,7 @@ def build_torch(arch, width_mult, batch_size, compile_model=False, warmup=3,
   from wt_jax import widths as W  # pylint: disable=g-import-not-at-top
   threads = threads or os.cpu_count() or 1
   torch.set_num_threads(threads)
-  model = _torch_module(W.uniform(arch, width_mult)).to(
+  model = references.torch_resnet(W.uniform(arch, width_mult)).to(
       memory_format=torch.channels_last)
   model.train()
   decay = [p for p in model.parameters() if p.ndim > 1]
@@ -387,9 +300,13 @@ def build_torch(arch, width_mult, batch_size, compile_model=False, warmup=3,
 def build_pipeline(batch_size, drain=16, warm_epochs=1):
   """(run, info) for the CIFAR-10 JPEG input pipeline of training."""
   import jax  # pylint: disable=g-import-not-at-top
-  from wt_jax import data, defaults, train  # pylint: disable=g-import-not-at-top,g-multiple-import
+  # pylint: disable=g-import-not-at-top
+  from wt_jax import data
+  from wt_jax import defaults
+  from wt_jax import train
+  # pylint: enable=g-import-not-at-top
   dc = defaults.get_config().data
-  dc.source = 'folder:' + harness.cifar_folder()
+  dc.source = 'folder:' + cifar_folder()
   dc.augment = 'cifar'
   dc.resolution = 0
   t0 = time.perf_counter()

@@ -15,8 +15,7 @@ so every benchmark measures its contenders side by side in the same run:
   ratio, its min-max, the same over the quiet rounds, the median CPU-time
   ratio (items per CPU-second, which the neighbour hardly moves) and the
   verdict against a target.
-* Machine facts (`machine`), the CIFAR-10 JPEGs (`cifar_folder`) and a
-  script's command line and outputs (`parse`, `emit`, `emit_parts`).
+* A script's command line and outputs (`parse`, `emit`, `emit_parts`).
 
 Importing this module puts the repository on sys.path and imports `wt_jax`
 (which sets its XLA:CPU default before jax is imported; no jax here).
@@ -24,16 +23,13 @@ Importing this module puts the repository on sys.path and imports `wt_jax`
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-import zipfile
 from typing import Callable, Mapping, Optional, Sequence
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -45,16 +41,13 @@ for _path in (REPO, BENCH):
 # XLA_FLAGS as the user set them, before wt_jax adds its default.
 USER_XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import machine
 import rendering
-import wt_jax  # pylint: disable=unused-import  # before jax: its XLA:CPU default
+import wt_jax  # pylint: disable=unused-import  # its XLA:CPU default, first
 from wt_jax import files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
-CIFAR_ZIP = os.environ.get('WT_BENCH_CIFAR_ZIP',
-                           os.path.join(os.path.dirname(REPO), 'shared', 'data',
-                                        'cifar10_jpeg.zip'))
-CIFAR_DIR = os.environ.get('WT_BENCH_CIFAR_DIR', '/tmp/cifar10_jpeg')
+YNN_FLAG = machine.YNN_FLAG
 QUIET_CORES = 1.7  # a round is quiet if every probe found this many cores
 
 
@@ -358,84 +351,6 @@ def compare(rates: Rounds, comparisons, label: str = '') -> list[dict]:
 # ----------------------------------------------------------------------------
 # Machine, data, outputs.
 # ----------------------------------------------------------------------------
-
-
-def _cpuinfo(key: str) -> Optional[str]:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith(key):
-          return line.split(':', 1)[1]
-  except OSError:
-    pass
-  return None
-
-
-def cpu_model() -> str:
-  model = _cpuinfo('model name')
-  return model.strip() if model else platform.processor() or 'unknown'
-
-
-def cpu_flags(wanted=('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
-              ) -> list[str]:
-  """Which of the `wanted` instruction-set flags /proc/cpuinfo lists."""
-  have = set((_cpuinfo('flags') or '').split())
-  return [w for w in wanted if w in have]
-
-
-def version(name: str) -> str:
-  try:
-    return importlib.metadata.version(name)
-  except importlib.metadata.PackageNotFoundError:
-    return 'not installed'
-
-
-def load_avg() -> str:
-  try:
-    return ' '.join(f'{x:.2f}' for x in os.getloadavg())
-  except OSError:
-    return 'n/a'
-
-
-def memory() -> str:
-  try:
-    with open('/proc/meminfo') as f:
-      return f'{int(f.readline().split()[1]) / 2**20:.1f} GiB'
-  except (OSError, ValueError, IndexError):
-    return ''
-
-
-def machine() -> dict[str, str]:
-  """Facts of this machine and the installed versions."""
-  return {
-      'nproc': str(os.cpu_count()), 'CPU': cpu_model(),
-      'CPU flags': ', '.join(cpu_flags()) or
-                   'none of avx2/avx512f/avx512_bf16',
-      'memory': memory(), 'OS': f'{platform.system()} {platform.release()}',
-      'Python': platform.python_version(),
-      **{name: version(name) for name in (
-          'jax', 'jaxlib', 'flax', 'optax', 'tensorflow-cpu', 'torch')},
-      'XLA_FLAGS': (f'`{USER_XLA_FLAGS}`' if USER_XLA_FLAGS else '(unset)') +
-                   ' + wt_jax\'s default `' + YNN_FLAG + '=` unless stated '
-                   'otherwise',
-  }
-
-
-def cifar_folder(path: str = CIFAR_DIR) -> str:
-  """The CIFAR-10 JPEGs unzipped under `path` (done once; never in the repo)."""
-  marker = os.path.join(path, '.complete')
-  if os.path.exists(marker):
-    return path
-  if os.path.abspath(path).startswith(REPO + os.sep):
-    raise ValueError(f'refusing to unzip the data set into the repo: {path}')
-  if not os.path.exists(CIFAR_ZIP):
-    raise FileNotFoundError(f'CIFAR-10 JPEG zip not found: {CIFAR_ZIP} (set '
-                            'WT_BENCH_CIFAR_ZIP)')
-  with zipfile.ZipFile(CIFAR_ZIP) as z:
-    z.extractall(path)
-  with open(marker, 'w') as f:
-    f.write('ok\n')
-  return path
 
 
 def parse(p: argparse.ArgumentParser, quick: Mapping[str, object],

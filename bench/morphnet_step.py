@@ -1,4 +1,4 @@
-r"""MorphNet: the regularized train step against the plain one, then a short run.
+r"""MorphNet: the regularized train step against the plain one; a short run.
 
   python bench/morphnet_step.py            # full (~4 min on 2 cores)
   python bench/morphnet_step.py --quick    # fewer rounds, a 60-step run
@@ -72,7 +72,7 @@ def step_comparison(args):
 def run_config(args):
   config = defaults.get_config()
   config.arch = args.run_arch
-  config.data.source = 'folder:' + H.cifar_folder()
+  config.data.source = 'folder:' + K.cifar_folder()
   config.data.augment = 'cifar'
   config.data.resolution = 32
   config.train.batch_size = args.batch

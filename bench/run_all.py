@@ -7,10 +7,10 @@ Each script runs in its own subprocess (XLA reads its flags once per
 process) and writes its markdown section and raw numbers; this script
 prints the report and writes it (`--out`, default results/bench.md)
 atomically: the run's facts (command, date, wall time, load) and the
-machine's, a summary table of the ratios against their targets, every section, and
-last the hand-written "## Reading" section of the file it replaces (kept as
-it is: a person writes it). Progress goes to stderr. The exit
-status is non-zero if a script failed (its error is in the report).
+machine's, a summary table of the ratios against their targets, every
+section, and last the hand-written "## Reading" section of the file it
+replaces (kept as it is: a person writes it). Progress goes to stderr. The
+exit status is non-zero if a script failed (its error is in the report).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import harness as H
+import machine
 import rendering as R
 # wt_jax after harness, which puts this repository first on sys.path.
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
@@ -136,7 +137,7 @@ def main():
                                  [os.path.relpath(sys.argv[0], H.REPO)] +
                                  sys.argv[1:])
   started = datetime.datetime.now(datetime.timezone.utc)
-  load_start, t0 = H.load_avg(), time.perf_counter()
+  load_start, t0 = machine.load_avg(), time.perf_counter()
   sections, results, failed = [], {}, []
   tmp = tempfile.mkdtemp(prefix='wt_bench_')
   for name in names:
@@ -156,10 +157,11 @@ def main():
       'date': started.strftime('%Y-%m-%d %H:%M UTC'),
       'total wall time': f'{total / 60:.1f} min' +
                          (' (quick mode)' if args.quick else ''),
-      'load average at start / end': f'{load_start} / {H.load_avg()}'},
+      'load average at start / end': f'{load_start} / {machine.load_avg()}'},
                 ('run', 'value'))
   text = R.section('# wt_jax benchmarks', run,
-                   R.facts(H.machine(), ('machine', 'value')),
+                   R.facts(machine.facts(H.USER_XLA_FLAGS),
+                           ('machine', 'value')),
                    R.section('## Summary', summary(results)), *sections,
                    reading)
   print(text)

@@ -26,6 +26,7 @@ import time
 
 import contenders as K
 import harness as H
+import machine
 import rendering as R
 
 DEFAULT_ARCHS = 'resnet18_cifar:0.25,resnet20_cifar:1.0'
@@ -49,9 +50,9 @@ def worker_specs(arch, width_mult, args, notes):
   specs = {'ours': (['ours', '--ablation'] + common, 'off'),
            'ref': (['ref'] + common, 'off')}
   if not args.no_torch:
-    if H.version('torch') == 'not installed':
-      notes.append('PyTorch rows skipped: torch is not installed '
-                   '(`pip install -e .[bench]` or `pip install torch==2.13.0`).')
+    if machine.version('torch') == 'not installed':
+      notes.append('PyTorch rows skipped: torch is not installed (`pip '
+                   'install -e .[bench]` or `pip install torch==2.13.0`).')
     else:
       torch = ['torch'] + common + (['--torch_compile'] if args.torch_compile
                                     else [])
