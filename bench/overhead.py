@@ -29,13 +29,23 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # pylint: disable=g-import-not-at-top,wrong-import-position
-import wt_jax  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import  # sets the XLA:CPU flag before jax
+import ml_collections  # pylint: disable=g-bad-import-order
+
+import harness as H
+import rendering as R
+# wt_jax after harness, which puts this repository first on sys.path.
+# pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
+from wt_jax import architectures
+from wt_jax import cost
+from wt_jax import data as data_lib
+from wt_jax import defaults
+from wt_jax import morphnet
+from wt_jax import projection
+from wt_jax import widths as W
+# pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 IMAGENET_TRAIN = 1_281_167
 PROJECTIONS = (
@@ -49,13 +59,10 @@ PROJECTIONS = (
 )
 
 
-def _log(msg):
-  print(f'[overhead {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr,
-        flush=True)
+log = H.logger('overhead')
 
 
 def _projection_cfg(fields, resolution):
-  import ml_collections  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict(dict(width_mult=1.0, depth_mult=1.0,
                                      sample_fraction=1.0, resolution=0))
   for k, v in fields.items():
@@ -65,7 +72,6 @@ def _projection_cfg(fields, resolution):
 
 def _parts(widths, resolution, num_classes):
   """MACs of the stem conv, the residual body and the FC layer."""
-  from wt_jax import cost  # pylint: disable=g-import-not-at-top
   out = {'stem': 0, 'body': 0, 'fc': 0}
   for layer in cost.count(widths, resolution, num_classes).layers:
     key = ('stem' if layer.name.startswith('stem') else
@@ -76,8 +82,6 @@ def _parts(widths, resolution, num_classes):
 
 def analytic_paper():
   """(a): ResNet-18 / ImageNet 224 / 1000 classes / 1.28M images."""
-  from wt_jax import defaults
-  from wt_jax import architectures, projection, widths as W  # pylint: disable=g-import-not-at-top,g-multiple-import
   orig = W.uniform('resnet18', 1.0)
   res, classes = 224, 1000
   data = defaults.get_config().data
@@ -106,51 +110,26 @@ def analytic_paper():
                   f'last stage {sizes[-1]}x{sizes[-1]}'])
     raw[name] = dict(o, nominal=nominal, parts=parts)
   orig_macs = sum(base.values())
-  lines = [
-      '### (a) Analytic: the paper\'s setting', '',
-      'ResNet-18, ImageNet 224x224, 1000 classes, 1,281,167 training images '
-      f'(original: {orig_macs / 1e9:.3f} GMACs per image: stem conv '
-      f'{base["stem"] / 1e6:.1f} M, residual body {base["body"] / 1e6:.1f} '
-      f'M, FC {base["fc"] / 1e6:.3f} M). Cost ratio = '
-      '`projection.overhead(...)["cost_ratio"]` = MACs ratio x training '
-      'examples ratio, MACs from `wt_jax.cost` (taps in zero padding '
-      'counted, as in the published counts).', '',
-      C.table(['projection', 'nominal (paper)', 'exact cost ratio',
+  text = R.section(
+      '### (a) Analytic: the paper\'s setting',
+      R.facts({
+          'network': 'ResNet-18, ImageNet 224x224, 1000 classes, 1,281,167 '
+                     'training images',
+          'original GMACs / image': f'{orig_macs / 1e9:.3f}',
+          'of which stem conv, residual body, FC (MMACs)':
+              f'{base["stem"] / 1e6:.1f}, {base["body"] / 1e6:.1f}, '
+              f'{base["fc"] / 1e6:.3f}',
+          'cost ratio': '`projection.overhead(...)["cost_ratio"]` = MACs '
+                        'ratio x training examples ratio',
+          'MACs': '`wt_jax.cost` (taps in zero padding counted, as in the '
+                  'published counts)'}, ('setting', 'value')),
+      R.table(['projection', 'nominal (paper)', 'exact cost ratio',
                'MACs ratio', 'examples ratio', 'projected MMACs / image',
-               'exact / nominal'], rows), '',
-      'Where the MACs ratio departs from the nominal factor (MACs ratio of '
-      'each part, original / projected):', '',
-      C.table(['projection', 'stem conv', 'residual body', 'FC',
-               'whole net', 'projected net'], brows), '',
-      'Why the exact compound is below 4 x 2 x 10 x 4 = 320:', '',
-      '- width 0.5: a conv\'s MACs scale with C_in x C_out, so the body '
-      'scales 4x, but the stem conv\'s input is the 3 image channels and the '
-      'FC\'s output the 1000 classes, so both scale only 2x;',
-      '- depth 0.5: blocks per stage go from 2 to 1 and the stem and the '
-      'FC stay (pulling the ratio below 2x), but the block that stays is the '
-      'cheaper one: in stages 2-4 the first block\'s first conv reads half '
-      'the channels (4.5 + 9 + 0.5 for its 1x1 shortcut = 14 units of '
-      'H*W*C^2, against 18 for the removed block), so the body shrinks '
-      '2.2x and depth 0.5 ends slightly above its nominal 2x;',
-      '- half resolution: at 112px the feature maps are 56, 28, 14, 7 -> 28, '
-      '14, 7, 4: the last stage is 4x4 = ceil(3.5), not 3.5x3.5, so it '
-      'scales (7/4)^2 = 3.06x instead of 4x, and the FC (after global '
-      'pooling) does not scale at all;',
-      '- 10% samples: exact (the examples ratio is 10.000).', '',
-      'The compound is the product of the MACs ratio of the compounded '
-      'network and the examples ratio; its factors interact (e.g. the '
-      'stem\'s share grows once the body has shrunk), so it is also not the '
-      'product of the four single ratios.', '']
-  compound = raw['compound (all four)']['cost_ratio']
-  reading = (f'- (a) Compound projection of ResNet-18/ImageNet: exact cost '
-             f'ratio {compound:.0f}x against the nominal 320x '
-             f'({compound / 320:.2f} of it). Width and resolution save less '
-             'than their nominal 4x (the stem '
-             'input and the FC output do not scale with width, the FC not '
-             'with resolution, and the last stage rounds up to 4x4 at '
-             '112px), depth 0.5 a little more than 2x (the kept first '
-             'blocks are the cheaper ones), 10% samples exactly 10x.')
-  return '\n'.join(lines), reading, raw
+               'exact / nominal'], rows),
+      '#### MACs ratio of each part, original / projected',
+      R.table(['projection', 'stem conv', 'residual body', 'FC',
+               'whole net', 'projected net'], brows))
+  return text, raw
 
 
 def _steady(workdir, batch):
@@ -172,10 +151,8 @@ def _steady(workdir, batch):
   return (secs / steps if steps else float('nan')), steps
 
 
-def measured_digits(args):
-  """(b): MorphNet on digits, direct vs each projection."""
-  from wt_jax import defaults
-  from wt_jax import data as data_lib, morphnet, projection, widths as W  # pylint: disable=g-import-not-at-top,g-multiple-import
+def _digits_config(args):
+  """MorphNet on digits: a fixed number of epochs, no early stop."""
   config = defaults.get_config()
   config.arch = 'resnet20_cifar'
   config.data.source = 'digits'
@@ -189,6 +166,12 @@ def measured_digits(args):
   config.morphnet.export_every = 1_000_000  # export once, at the end
   config.morphnet.lr = 0.4
   config.morphnet.strength_knob = 2.0
+  return config
+
+
+def measured_digits(args):
+  """(b): MorphNet on digits, direct vs each projection."""
+  config = _digits_config(args)
   orig = W.uniform(config.arch, 1.0)
   info = data_lib.dataset_info(config.data)
   res, classes, n_train = info.resolution, info.num_classes, \
@@ -209,7 +192,7 @@ def measured_digits(args):
     total = int(round(args.epochs * per_epoch))
     config.train.log_every = max(1, total // 10)
     workdir = tempfile.mkdtemp(prefix='wt_bench_overhead_')
-    cores = C.cpu_probe()
+    cores = H.cpu_probe()
     t0 = time.perf_counter()
     try:
       result = morphnet.optimize(config, data, widths, workdir)
@@ -221,7 +204,7 @@ def measured_digits(args):
       cost_ratio = projection.overhead(orig, res, n_train, proj, n, classes,
                                        projected_cost=result.train_macs
                                        )['cost_ratio']
-    _log(f'{name}: {total} steps, {per_step * 1000:.1f} ms/step steady, loop '
+    log(f'{name}: {total} steps, {per_step * 1000:.1f} ms/step steady, loop '
          f'{result.wall_time_s:.1f} s (cores {cores:.2f})')
     return dict(train_macs=result.train_macs, loop_s=result.wall_time_s,
                 per_step=per_step, steps=total, steady_steps=steady_steps,
@@ -243,6 +226,10 @@ def measured_digits(args):
     passes.append(runs)
   out = {name: dict(passes[0][name],
                     per_pass=[p[name] for p in passes]) for name in order}
+  return _measured_text(args, out, passes, res, n_train, classes), out
+
+
+def _measured_text(args, out, passes, res, n_train, classes):
   d = out['direct']
   rows = []
   for name, _, nominal in PROJECTIONS:
@@ -261,51 +248,36 @@ def measured_digits(args):
                  ' / '.join(f'{p[name]["per_step"] * 1000:.1f}'
                             for p in passes),
                  ' / '.join(f'{p[name]["cores"]:.2f}' for p in passes)])
-  lines = [
-      '### (b) Measured: MorphNet on digits, direct vs each projection', '',
-      f'ResNet-20 (width 1.0) on digits at {res}x{res} ({n_train} training '
-      f'images after the 10% val split, {classes} classes), batch '
-      f'{args.batch}, {args.epochs} epochs of MorphNet structure learning '
-      '(`morphnet.optimize`, constant lr 0.4, strength knob 2, no early '
-      f'stop); {args.passes} pass(es) over all runs, the second in reverse '
-      'order, ratios averaged over the passes. Direct: '
-      f'{d["steps"]} steps, ' + ' / '.join(
-          f'{p["per_step"] * 1000:.1f}' for p in d['per_pass']) +
-      ' ms per step in steady state, loop ' + ' / '.join(
-          f'{p["loop_s"]:.1f}' for p in d['per_pass']) +
-      ' s including the compile (effective cores ' + ' / '.join(
-          f'{p["cores"]:.2f}' for p in d['per_pass']) + ').', '',
-      C.table(['projection', 'nominal', 'analytic cost ratio',
+
+  def per_pass(key, scale, fmt):
+    return ' / '.join(f'{p[key] * scale:{fmt}}' for p in d['per_pass'])
+
+  return R.section(
+      '### (b) Measured: MorphNet on digits, direct vs each projection',
+      R.facts({
+          'network': 'ResNet-20 (width 1.0)',
+          'data': f'digits at {res}x{res}, {n_train} training images after '
+                  f'the 10% val split, {classes} classes',
+          'run': f'batch {args.batch}, {args.epochs} epochs of MorphNet '
+                 'structure learning (`morphnet.optimize`, constant lr 0.4, '
+                 'strength knob 2, no early stop)',
+          'passes': f'{args.passes} over all runs, the second in reverse '
+                    'order; ratios averaged over the passes',
+          'direct: steps': d['steps'],
+          'direct: ms per step in steady state': per_pass('per_step', 1000,
+                                                          '.1f'),
+          'direct: loop s, compile included': per_pass('loop_s', 1, '.1f'),
+          'direct: effective cores': per_pass('cores', 1, '.2f'),
+          'analytic cost ratio': '`projection.overhead` (MACs x examples, '
+                                 'the same epochs)',
+          'train-MACs ratio of the runs': 'of the `train_macs` the runs '
+                                          'report (full batches only)'},
+               ('setting', 'value')),
+      R.table(['projection', 'nominal', 'analytic cost ratio',
                'train-MACs ratio of the runs', 'measured ratio (steady)',
                'per pass', 'measured ratio (loop incl. compile)',
                'measured / analytic', 'steps', 'ms / step', 'effective cores'],
-              rows), '',
-      'The analytic ratio is `projection.overhead` (MACs x examples, the '
-      'same epochs); "train-MACs ratio of the runs" is the ratio of the '
-      '`train_macs` the runs report (full batches only). Small networks on '
-      'small images are far from compute-bound on a CPU: per-step dispatch, '
-      'the per-epoch rebuild of the input pipeline (the 10%-samples and '
-      'compound runs have 2 steps per epoch) and BN/elementwise memory '
-      'traffic do not shrink with the MACs, so the measured savings fall '
-      'short of the analytic ones, the more the smaller the projected '
-      'per-step work; the compound run is almost all such fixed cost. '
-      'Depth 0.5 is the exception and measures at or above its analytic '
-      'ratio: removing layers removes their fixed per-op costs together '
-      'with their MACs, while width and resolution shrink only the MACs.',
-      '']
-  c = out['compound (all four)']
-  readings = []
-  readings.append(
-      f'- (b) Measured on digits (ResNet-20, {res}px, {args.epochs} epochs): '
-      'measured/analytic savings ' + ', '.join(
-          f'{n} {out[n]["measured"]:.1f}x/{out[n]["cost_ratio"]:.1f}x'
-          for n, _, _ in PROJECTIONS) +
-      f'. The compound saves {c["measured"]:.1f}x of the '
-      f'{c["cost_ratio"]:.0f}x the MACs promise: at this size the CPU step '
-      'time is dominated by costs that do not scale with MACs. The runs are '
-      'sequential (noise is only averaged over the passes, not cancelled), '
-      'so single ratios can be off by tens of %.')
-  return '\n'.join(lines), '\n'.join(readings), out
+              rows))
 
 
 def main():
@@ -316,28 +288,10 @@ def main():
   p.add_argument('--passes', type=int, default=2,
                  help='passes over all runs (the second in reverse order)')
   p.add_argument('--no_measured', action='store_true')
-  p.add_argument('--quick', action='store_true', help='4 epochs, 1 pass')
-  p.add_argument('--out', default=None)
-  p.add_argument('--json', default=None)
-  args = p.parse_args()
-  if args.quick:
-    args.epochs, args.passes = 4, 1
-  t0 = time.perf_counter()
-  text_a, reading_a, raw_a = analytic_paper()
-  parts, readings, raw = [text_a], [reading_a], {'analytic': raw_a}
-  if not args.no_measured:
-    text_b, reading_b, raw_b = measured_digits(args)
-    parts.append(text_b)
-    readings.append(reading_b)
-    raw['measured'] = raw_b
-  body = ('## Projection overhead (`bench/overhead.py`)\n\n' +
-          '\n'.join(parts) + '\nReading:\n\n' + '\n'.join(readings) +
-          f'\n\nWall time of this benchmark: {time.perf_counter() - t0:.0f} '
-          's.\n')
-  print(body)
-  C.write_fragment(args.out, body)
-  if args.json:
-    C.write_fragment(args.json, json.dumps(raw, indent=1, default=str))
+  args = H.parse(p, dict(epochs=4, passes=1), '4 epochs, 1 pass')
+  H.emit_parts(args, '## Projection overhead (`bench/overhead.py`)', {
+      'analytic': lambda _: analytic_paper(),
+      'measured': None if args.no_measured else measured_digits})
 
 
 if __name__ == '__main__':

@@ -8,6 +8,9 @@
 * `global_batch(mesh, local)`: this process's numpy batch -> global arrays;
 * `replicate(mesh, tree)`: host values -> replicated arrays (multi-process);
 * `to_host(tree)`: replicated arrays -> numpy, on every process.
+
+On CPU, cross-process collectives use gloo
+(`jax_cpu_collectives_implementation='gloo'`, the default of this jax).
 """
 from __future__ import annotations
 

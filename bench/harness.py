@@ -1,41 +1,68 @@
-"""Shared helpers of the bench scripts (no jax import here).
+"""The benchmark harness: workers, interleaved rounds, paired ratios (no jax).
 
-* `REPO` on sys.path, so `import wt_jax` and `from wt_jax import defaults`
-  work when a script runs as `python bench/<script>.py` from anywhere.
-* `Worker`: one contender in its own subprocess, driven over stdin/stdout
-  (`run N` -> seconds for N steps), so contenders with different XLA flags
-  or frameworks can be interleaved A, B, A, B ... in one benchmark run.
-* `interleave`: rounds of every contender, the order rotated each round;
-  per-round img/s, medians and paired (same-round) ratios.
-* CIFAR-10 JPEGs: `cifar_folder()` unzips the shared zip to /tmp once.
-* Markdown tables and machine facts.
+The machine the benchmarks run on is shared and noisy (for long phases a
+neighbour takes about one of the two cores without any steal time showing),
+so every benchmark measures its contenders side by side in the same run:
+
+* `Worker`: one contender in its own subprocess (`bench/contenders.py`),
+  driven over stdin/stdout (`run N` -> seconds for N steps), so contenders
+  with different XLA flags or frameworks can be interleaved in one run;
+  `in_process` wraps a contender living in this process instead.
+* `interleave`: rounds of every contender, the order rotated each round,
+  one untimed priming turn first; `cpu_probe` measures the effective cores
+  before every turn and after the last ("quiet" rounds: both cores ours).
+* `compare`: per comparison A / B, the median over rounds of the same-round
+  ratio, its min-max, the same over the quiet rounds, the median CPU-time
+  ratio (items per CPU-second, which the neighbour hardly moves) and the
+  verdict against a target.
+* A script's command line and outputs (`parse`, `emit`, `emit_parts`).
+
+Importing this module puts the repository on sys.path and imports `wt_jax`
+(which sets its XLA:CPU default before jax is imported; no jax here).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
-import zipfile
 from typing import Callable, Mapping, Optional, Sequence
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
+for _path in (REPO, BENCH):
+  if _path not in sys.path:
+    sys.path.insert(0, _path)
 
-YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
-CIFAR_ZIP = os.environ.get('WT_BENCH_CIFAR_ZIP',
-                           os.path.join(os.path.dirname(REPO), 'shared', 'data',
-                                        'cifar10_jpeg.zip'))
-CIFAR_DIR = os.environ.get('WT_BENCH_CIFAR_DIR', '/tmp/cifar10_jpeg')
+# XLA_FLAGS as the user set them, before wt_jax adds its default.
+USER_XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import machine
+import rendering
+import wt_jax  # pylint: disable=unused-import  # its XLA:CPU default, first
+from wt_jax import files
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+YNN_FLAG = machine.YNN_FLAG
+QUIET_CORES = 1.7  # a round is quiet if every probe found this many cores
+
+
+def logger(name: str) -> Callable[[str], None]:
+  """`log(msg)`: a timestamped progress line on stderr."""
+
+  def log(msg):
+    print(f'[{name} {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr,
+          flush=True)
+
+  return log
 
 
 # ----------------------------------------------------------------------------
-# Environment of a worker process: XLA:CPU flag setting.
+# Workers: a contender in a subprocess.
 # ----------------------------------------------------------------------------
 
 
@@ -63,18 +90,14 @@ def xla_env(ynn: str = 'off', base: Optional[Mapping[str, str]] = None
   return env
 
 
-# ----------------------------------------------------------------------------
-# Workers: a contender in a subprocess.
-# ----------------------------------------------------------------------------
-
-
 class Worker:
-  """`python script --worker ...` answering `run N` with the seconds taken.
+  """`python program args...` answering `run N` with the seconds taken.
 
   The worker prints one JSON line `{"ready": true, ...info}` once built and
   warmed up (compiled), then for each stdin line `run N` one JSON line
-  `{"seconds": s, "items": k}` (items = images processed). `quit` ends it.
-  Lines not starting with '{' (logs) are passed to stderr.
+  `{"seconds": s, "items": k, "cpu": c}` (items = images processed, cpu =
+  CPU seconds of the worker process). `quit` ends it. Lines not starting
+  with '{' (logs) are passed to stderr.
   """
 
   def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str]):
@@ -117,6 +140,10 @@ class Worker:
       raise RuntimeError(f'worker {self.name}: {msg["error"]}')
     return msg
 
+  def turn(self, n: int) -> Callable[[], dict]:
+    """A contender for `interleave`: one `run n` per call."""
+    return lambda: self.run(n)
+
   def close(self):
     if self.proc.poll() is None:
       try:
@@ -139,13 +166,17 @@ def serve(run: Callable[[int], tuple[float, int]], info: dict) -> None:
       break
     if cmd[0] == 'run':
       try:
-        cpu0 = cpu_seconds()
-        seconds, items = run(int(cmd[1]))
-        out.write(json.dumps({'seconds': seconds, 'items': items,
-                              'cpu': cpu_seconds() - cpu0}) + '\n')
+        out.write(json.dumps(in_process(run, int(cmd[1]))()) + '\n')
       except Exception as e:  # pylint: disable=broad-except
         out.write(json.dumps({'error': f'{type(e).__name__}: {e}'}) + '\n')
       out.flush()
+
+
+def fail(message: str) -> None:
+  """Worker side: report a build failure as a JSON line and exit."""
+  sys.stdout.write(json.dumps({'error': message}) + '\n')
+  sys.stdout.flush()
+  sys.exit(0)
 
 
 def in_process(run: Callable[[int], tuple[float, int]], n: int
@@ -162,20 +193,12 @@ def in_process(run: Callable[[int], tuple[float, int]], n: int
 
 def cpu_seconds() -> float:
   """User + system CPU seconds of this process (all its threads)."""
-  import resource  # pylint: disable=g-import-not-at-top
   r = resource.getrusage(resource.RUSAGE_SELF)
   return r.ru_utime + r.ru_stime
 
 
-def fail(message: str) -> None:
-  """Worker side: report a build failure as a JSON line and exit."""
-  sys.stdout.write(json.dumps({'error': message}) + '\n')
-  sys.stdout.flush()
-  sys.exit(0)
-
-
 # ----------------------------------------------------------------------------
-# Interleaved rounds.
+# Interleaved rounds and paired ratios.
 # ----------------------------------------------------------------------------
 
 
@@ -184,8 +207,7 @@ def cpu_probe(mbytes: int = 24) -> float:
 
   Hashing releases the GIL, so two threads hashing at once take as long as
   one on an idle 2-core machine (2.0) and twice as long when only one core
-  is effectively ours (1.0): this machine has long phases where a neighbour
-  takes about one core without any steal time showing in /proc/stat.
+  is effectively ours (1.0).
   """
   import hashlib  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
@@ -209,13 +231,17 @@ def cpu_probe(mbytes: int = 24) -> float:
 
 class Rounds(dict):
   """{contender: [items/s per round]} plus `.cores` (effective cores per
-  round) and `.cpu` ({contender: [items per CPU-second per round]})."""
+  round), `.cpu` ({contender: [items per CPU-second per round]}) and
+  `.turn_s` ({contender: [seconds per turn]})."""
 
   def __init__(self, names):
     super().__init__({n: [] for n in names})
     self.cores: list[float] = []
     self.cpu: dict[str, list[float]] = {n: [] for n in names}
     self.turn_s: dict[str, list[float]] = {n: [] for n in names}
+
+  def raw(self) -> dict:
+    return {'rates': dict(self), 'cpu': self.cpu, 'cores': self.cores}
 
 
 def interleave(contenders: Mapping[str, Callable[[], Mapping[str, float]]],
@@ -259,7 +285,7 @@ def interleave(contenders: Mapping[str, Callable[[], Mapping[str, float]]],
   return out
 
 
-def quiet_rounds(cores: Sequence[float], threshold: float = 1.7
+def quiet_rounds(cores: Sequence[float], threshold: float = QUIET_CORES
                  ) -> list[int]:
   """Indices of the rounds where both cores were ours throughout."""
   return [i for i, c in enumerate(cores) if c >= threshold]
@@ -271,51 +297,6 @@ def pick(xs: Sequence[float], idx: Sequence[int]) -> list[float]:
 
 def median(xs: Sequence[float]) -> float:
   return float(statistics.median(xs)) if xs else float('nan')
-
-
-def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
-  """Median over rounds of a[r] / b[r] (noise in a round hits both)."""
-  return median([x / y for x, y in zip(a, b)])
-
-
-def spread(xs: Sequence[float]) -> str:
-  """min-max of the rounds, for the tables."""
-  if not xs:
-    return ''
-  return f'{min(xs):.3g}-{max(xs):.3g}'
-
-
-# ----------------------------------------------------------------------------
-# Data, tables, machine.
-# ----------------------------------------------------------------------------
-
-
-def cifar_folder(path: str = CIFAR_DIR) -> str:
-  """The CIFAR-10 JPEGs unzipped under `path` (done once; never in the repo)."""
-  marker = os.path.join(path, '.complete')
-  if os.path.exists(marker):
-    return path
-  if os.path.abspath(path).startswith(REPO + os.sep):
-    raise ValueError(f'refusing to unzip the data set into the repo: {path}')
-  if not os.path.exists(CIFAR_ZIP):
-    raise FileNotFoundError(f'CIFAR-10 JPEG zip not found: {CIFAR_ZIP} (set '
-                            'WT_BENCH_CIFAR_ZIP)')
-  with zipfile.ZipFile(CIFAR_ZIP) as z:
-    z.extractall(path)
-  with open(marker, 'w') as f:
-    f.write('ok\n')
-  return path
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-  def cell(x):
-    if isinstance(x, float):
-      return f'{x:.3g}' if abs(x) < 1000 else f'{x:,.0f}'
-    return str(x)
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '|' + '|'.join('---' for _ in header) + '|']
-  lines += ['| ' + ' | '.join(cell(x) for x in r) + ' |' for r in rows]
-  return '\n'.join(lines)
 
 
 def verdict(value: float, target: float, higher_is_better: bool = True,
@@ -337,91 +318,73 @@ def verdict(value: float, target: float, higher_is_better: bool = True,
   return f'MISSES {sign} {target:g}'
 
 
-def comparison_table(rates: Rounds, comparisons, *,
-                     unit: str = 'img/s', label_col: Optional[str] = None,
-                     label: str = '') -> tuple[list[str], list[list], list]:
-  """Header, rows and readings of A/B comparisons over interleaved rounds.
+def compare(rates: Rounds, comparisons, label: str = '') -> list[dict]:
+  """The A / B comparisons over interleaved rounds, one dict each.
 
-  comparisons: (a, b, what, target or None, higher_is_better). The ratio is
-  the median of the same-round ratios A/B over all rounds, and separately
-  over the quiet rounds (both cores ours: `quiet_rounds`), and as the same
-  median of CPU-time ratios (items per CPU-second of A / of B), which the
-  noise hardly moves.
+  comparisons: (a, b, what, target or None, higher_is_better); pairs with a
+  missing contender are left out. Each dict has a, b, what, label, the
+  medians of A and B (`rate_a`, `rate_b`), `ratio` (median of same-round
+  ratios A/B), `min`/`max` of those, `quiet` (their median over the quiet
+  rounds; `n_quiet` of `rounds`), `cpu` (median CPU-time ratio), target,
+  higher, verdict ('reported' without a target).
   """
-  cores = rates.cores
-  quiet = quiet_rounds(cores)
-  header = ([label_col] if label_col else []) + [
-      'comparison (A / B)', f'A {unit}', f'B {unit}', 'ratio A/B',
-      'per-round min-max', 'ratio, quiet rounds', 'CPU-time ratio',
-      'target', 'verdict']
-  rows, readings = [], []
+  quiet = quiet_rounds(rates.cores)
+  out = []
   for a, b, what, target, higher in comparisons:
     if a not in rates or b not in rates:
       continue
     per_round = [x / y for x, y in zip(rates[a], rates[b])]
     ratio = median(per_round)
-    q = median(pick(per_round, quiet)) if quiet else float('nan')
     cpu = median([x / y for x, y in zip(rates.cpu[a], rates.cpu[b])])
-    v = (verdict(ratio, target, higher, per_round, cpu)
-         if target is not None else 'reported')
-    rows.append(([label] if label_col else []) + [
-        what, median(rates[a]), median(rates[b]), f'{ratio:.3f}',
-        f'{min(per_round):.3f}-{max(per_round):.3f}',
-        f'{q:.3f} ({len(quiet)}/{len(cores)})' if quiet else
-        f'- (0/{len(cores)})', f'{cpu:.3f}',
-        f'{">=" if higher else "<="} {target:g}'
-        if target is not None else '-', v])
-    readings.append(dict(a=a, b=b, what=what, label=label, ratio=ratio,
-                         quiet=q, n_quiet=len(quiet), rounds=len(cores),
-                         cpu=cpu,
-                         min=min(per_round), max=max(per_round),
-                         target=target, higher=higher, verdict=v))
-  return header, rows, readings
+    out.append(dict(
+        a=a, b=b, what=what, label=label, rate_a=median(rates[a]),
+        rate_b=median(rates[b]), ratio=ratio, min=min(per_round),
+        max=max(per_round),
+        quiet=median(pick(per_round, quiet)) if quiet else float('nan'),
+        n_quiet=len(quiet), rounds=len(rates.cores), cpu=cpu, target=target,
+        higher=higher,
+        verdict=(verdict(ratio, target, higher, per_round, cpu)
+                 if target is not None else 'reported')))
+  return out
 
 
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
+# ----------------------------------------------------------------------------
+# Machine, data, outputs.
+# ----------------------------------------------------------------------------
 
 
-def cpu_flags(wanted=('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
-              ) -> list[str]:
-  """Which of the `wanted` instruction-set flags /proc/cpuinfo lists."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('flags'):
-          have = set(line.split(':', 1)[1].split())
-          return [w for w in wanted if w in have]
-  except OSError:
-    pass
-  return []
+def parse(p: argparse.ArgumentParser, quick: Mapping[str, object],
+          quick_help: str) -> argparse.Namespace:
+  """Adds --quick (setting `quick`'s values), --out and --json; parses."""
+  p.add_argument('--quick', action='store_true', help=quick_help)
+  p.add_argument('--out', default=None, help='write the markdown here')
+  p.add_argument('--json', default=None, help='write raw numbers here')
+  args = p.parse_args()
+  if args.quick:
+    for name, value in quick.items():
+      setattr(args, name, value)
+  return args
 
 
-def torch_version() -> Optional[str]:
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    return torch.__version__
-  except ImportError:
-    return None
+def emit(args, markdown: str, raw) -> None:
+  """Prints a script's markdown section; writes it to --out and the raw
+  numbers to --json (atomically), for run_all."""
+  print(markdown)
+  if args.out:
+    files.write_text(args.out, markdown)
+  if args.json:
+    files.write_text(args.json, json.dumps(raw, indent=1, default=str))
 
 
-def load_avg() -> str:
-  try:
-    return ' '.join(f'{x:.2f}' for x in os.getloadavg())
-  except OSError:
-    return 'n/a'
-
-
-def write_fragment(path: Optional[str], text: str) -> None:
-  """Writes a script's markdown section for run_all (atomically)."""
-  if not path:
-    return
-  from wt_jax import files  # pylint: disable=g-import-not-at-top
-  files.write_text(path, text)
+def emit_parts(args, heading: str, parts) -> None:
+  """Runs `parts` ({name: part(args) -> (markdown, raw), or None to skip}),
+  then emits `heading`, their markdown and the wall time; raw {name: raw}."""
+  t0 = time.perf_counter()
+  texts, raw = [], {}
+  for name, part in parts.items():
+    if part is not None:
+      text, raw[name] = part(args)
+      texts.append(text)
+  emit(args, rendering.section(heading, *texts, rendering.facts(
+      {'wall time of this benchmark': f'{time.perf_counter() - t0:.0f} s'})),
+       raw)
