@@ -12,7 +12,7 @@ r"""MorphNet: the regularized train step against the plain one; a short run.
    step-time ratio MorphNet / plain (target <= 1.05), the CPU-time ratio,
    and the compiled programs' FLOPs and bytes (noise-free).
 2. A short MorphNet run on the real CIFAR-10 JPEGs (`folder:` source,
-   unzipped to /tmp, augment 'cifar'): `wt_jax.morphnet.optimize(config,
+   unzipped to /tmp, augment 'cifar'): `wt_jax.morphnet.optimize(config, problem,
    config.data, uniform('resnet20_cifar', 1.0), tmp workdir)` with the
    defaults and at most `morphnet.num_steps` steps (default 300),
    `morphnet.shrink_to=0.5`, `morphnet.lr=0.2`, strength knob 2, exports
@@ -36,7 +36,7 @@ import rendering as R
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 from wt_jax import defaults
 from wt_jax import morphnet
-from wt_jax import widths as W
+from wt_jax import problem
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 log = H.logger('morphnet_step')
@@ -88,11 +88,11 @@ def run_config(args):
 
 def morphnet_run(args):
   config = run_config(args)
-  widths = W.uniform(args.run_arch, 1.0)
+  config.arch, config.width_mult = args.run_arch, 1.0
   workdir = tempfile.mkdtemp(prefix='wt_bench_morphnet_')
   t0 = time.perf_counter()
   try:
-    result = morphnet.optimize(config, config.data, widths, workdir)
+    result = morphnet.optimize(config, problem.from_config(config), workdir)
     with open(os.path.join(workdir, 'history.json')) as f:
       history = json.load(f)
   finally:

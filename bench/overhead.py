@@ -40,9 +40,9 @@ import rendering as R
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 from wt_jax import architectures
 from wt_jax import cost
-from wt_jax import data as data_lib
 from wt_jax import defaults
 from wt_jax import morphnet
+from wt_jax import problem
 from wt_jax import projection
 from wt_jax import widths as W
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
@@ -89,14 +89,15 @@ def analytic_paper():
   base = _parts(orig, res, classes)
   rows, brows, raw = [], [], {}
   for name, fields, nominal in PROJECTIONS:
-    proj = projection.project(orig, 1.0, data, res,
-                              _projection_cfg(fields, res))
-    n_proj = int(round(IMAGENET_TRAIN * proj.data.sample_fraction))
-    o = projection.overhead(orig, res, IMAGENET_TRAIN, proj, n_proj, classes,
-                            projected_cost=1.0)
-    parts = _parts(proj.uniform, proj.resolution, classes)
+    knobs = _projection_cfg(fields, res)
+    original = problem.Problem(orig, data, res, classes, IMAGENET_TRAIN)
+    n_proj = int(round(IMAGENET_TRAIN * data.sample_fraction *
+                       knobs.get('sample_fraction', 1.0)))
+    proj = projection.project(original, knobs, num_train=n_proj)
+    o = projection.overhead(original, proj, projected_cost=1.0)
+    parts = _parts(proj.widths, proj.resolution, classes)
     sizes = [l.out_size for l in architectures.layers(
-        proj.uniform.spec, proj.uniform.values, proj.resolution, classes)
+        proj.widths.spec, proj.widths.values, proj.resolution, classes)
              if l.kind == 'conv']
     rows.append([name, nominal, f'{o["cost_ratio"]:.1f}',
                  f'{o["macs_ratio"]:.3f}', f'{o["data_ratio"]:.3f}',
@@ -106,7 +107,7 @@ def analytic_paper():
                   f'{base["body"] / parts["body"]:.2f}',
                   f'{base["fc"] / parts["fc"]:.2f}',
                   f'{o["macs_ratio"]:.3f}',
-                  f'{proj.resolution}px, depth {list(proj.uniform.depth)}, '
+                  f'{proj.resolution}px, depth {list(proj.widths.depth)}, '
                   f'last stage {sizes[-1]}x{sizes[-1]}'])
     raw[name] = dict(o, nominal=nominal, parts=parts)
   orig_macs = sum(base.values())
@@ -172,22 +173,17 @@ def _digits_config(args):
 def measured_digits(args):
   """(b): MorphNet on digits, direct vs each projection."""
   config = _digits_config(args)
-  orig = W.uniform(config.arch, 1.0)
-  info = data_lib.dataset_info(config.data)
-  res, classes, n_train = info.resolution, info.num_classes, \
-      info.num_examples['train']
+  config.width_mult = 1.0
+  original = problem.from_config(config)
+  n_train = original.num_train
   specs = {'direct': None}
   specs.update({n: f for n, f, _ in PROJECTIONS})
 
   def run_one(name):
     fields = specs[name]
-    if fields is None:
-      widths, data, r, n = orig, config.data, res, n_train
-    else:
-      proj = projection.project(orig, 1.0, config.data, res,
-                                _projection_cfg(fields, res))
-      widths, data, r = proj.uniform, proj.data, proj.resolution
-      n = data_lib.dataset_info(data).num_examples['train']
+    run = original if fields is None else projection.project(
+        original, _projection_cfg(fields, original.resolution))
+    widths, r, n = run.widths, run.resolution, run.num_train
     per_epoch = n // args.batch
     total = int(round(args.epochs * per_epoch))
     config.train.log_every = max(1, total // 10)
@@ -195,15 +191,12 @@ def measured_digits(args):
     cores = H.cpu_probe()
     t0 = time.perf_counter()
     try:
-      result = morphnet.optimize(config, data, widths, workdir)
+      result = morphnet.optimize(config, run, workdir)
       per_step, steady_steps = _steady(workdir, args.batch)
     finally:
       shutil.rmtree(workdir, ignore_errors=True)
-    cost_ratio = 1.0
-    if fields is not None:
-      cost_ratio = projection.overhead(orig, res, n_train, proj, n, classes,
-                                       projected_cost=result.train_macs
-                                       )['cost_ratio']
+    cost_ratio = projection.overhead(original, run, result.train_macs
+                                     )['cost_ratio']
     log(f'{name}: {total} steps, {per_step * 1000:.1f} ms/step steady, loop '
          f'{result.wall_time_s:.1f} s (cores {cores:.2f})')
     return dict(train_macs=result.train_macs, loop_s=result.wall_time_s,
@@ -226,7 +219,8 @@ def measured_digits(args):
     passes.append(runs)
   out = {name: dict(passes[0][name],
                     per_pass=[p[name] for p in passes]) for name in order}
-  return _measured_text(args, out, passes, res, n_train, classes), out
+  return _measured_text(args, out, passes, original.resolution, n_train,
+                        original.num_classes), out
 
 
 def _measured_text(args, out, passes, res, n_train, classes):
