@@ -218,3 +218,26 @@ def test_morphnet_cuts_macs_while_loss_falls(tmp_path):
   assert hist[-1]['macs'] == d['learned_macs']
   assert min(result.widths.values) >= c.morphnet.min_width
   np.testing.assert_array_less(0, result.widths.array())
+
+
+def test_a_registered_optimizer_runs_the_chain(tmp_path):
+  """A user's optimizer, registered by the module config.optimizer_module
+  names, optimizes, transfers and is reported like the built-in ones."""
+  c = tiny_config(stages=('optimize', 'transfer', 'train_transferred',
+                          'report'), optimizer='random',
+                  optimizer_module='_random_optimizer')
+  res = pipeline.run(c, str(tmp_path))
+  found = result_lib.load(str(tmp_path / 'optimize'))
+  assert found.details['optimizer'] == 'random'
+  proj = W.load(str(tmp_path / 'widths' / 'projected_uniform.json'))
+  assert cost.macs(found.widths, 6, 10) <= 0.5 * cost.macs(proj, 6, 10)
+  assert res['overhead']['projected_cost'] == found.train_macs
+  assert len(res['arms']['transferred']['top1']) == 1
+
+
+def test_an_unknown_optimizer_module_is_refused():
+  c = tiny_config(optimizer='random', optimizer_module='no_such_module_x')
+  with pytest.raises(errors.ConfigError,
+                     match="config.optimizer_module='no_such_module_x' is "
+                     'invalid; allowed: an importable module'):
+    pipeline.validate(c)

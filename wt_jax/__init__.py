@@ -33,3 +33,15 @@ def _apply_cpu_default() -> bool:
 
 
 CPU_DEFAULT_APPLIED = _apply_cpu_default()
+
+# Public entry points, imported on first use so that `import wt_jax` (which
+# every config file does) stays light.
+_LAZY = {'register_optimizer': ('wt_jax.width_optimizers', 'register')}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    import importlib  # pylint: disable=g-import-not-at-top
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(module), attr)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -38,8 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data = data()
   c.train = train()
-  # Width optimizer: a name of the registry (`wt_jax.width_optimizers`).
+  # Width optimizer: a name of the registry (`wt_jax.width_optimizers`);
+  # `optimizer_module` is imported first, to register a user's own.
   c.optimizer = 'morphnet'
+  c.optimizer_module = ''
   c.morphnet = morphnet()
   c.autoslim = autoslim()
   c.projection = projection()

@@ -175,8 +175,8 @@ def train_seed(r: Run, arm: str, seed: int) -> str:
 
 
 def _optimizer_fields(r: Run) -> tuple[str, ...]:
-  return ('dtype', 'seed', 'train', 'optimizer', r.config.optimizer,
-          'transfer.min_width')
+  return ('dtype', 'seed', 'train', 'optimizer', 'optimizer_module',
+          r.config.optimizer, 'transfer.min_width')
 
 
 def optimize_steps(r: Run) -> list[Step]:

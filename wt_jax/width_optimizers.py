@@ -18,6 +18,10 @@ overhead accounting: the sum over its steps of training MACs per example x
 examples processed (`cost.train_macs_per_example`, forward + backward),
 plus forward MACs of any examples it evaluates.
 
+A user's own optimizer plugs in with `wt_jax.register_optimizer(name, fn)`
+(`register`), in a module that `config.optimizer_module` names so that the
+CLI imports it: `--config.optimizer=NAME --config.optimizer_module=pkg.mod`.
+
 `optimize` here wraps the registered function: it returns a finished run's
 stored result without work, applies the block's `expand_to` (FLOPs matching
 of the result to that fraction of the starting MACs, the same for every
@@ -27,6 +31,7 @@ optimizers; they import only what is below them (`result`, `train`, ...).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Callable, Optional
 
 from wt_jax import autoslim
@@ -59,13 +64,59 @@ REGISTRY: dict[str, WidthOptimizer] = {
 }
 
 
+def register(name: str, optimize: Callable[..., OptimizeResult], *,
+             validate: Optional[Callable[..., None]] = None,
+             lr_field: Optional[Callable[..., str]] = None,
+             replace: bool = False) -> None:
+  """Registers a width optimizer under `name` (`--config.optimizer=name`).
+
+  Args:
+    name: the value of `config.optimizer` that selects it.
+    optimize: `optimize(config, problem, workdir) -> result.OptimizeResult`
+      (the module docstring says what it gets and must return). Its
+      `train_macs` is its cost in MAC-examples, which the overhead
+      accounting compares across problems; details it puts under
+      `macs_not_scaling_with_data` (e.g. scoring on a fixed val sample) are
+      scaled by the MACs ratio alone.
+    validate: `validate(config)` raising `errors.ConfigError` for a bad
+      field of its own block (`config.<name>`), called before any work.
+    lr_field: `lr_field(config) -> 'config.<name>.lr'`, named in the error
+      if its training diverges (default 'config.train.base_lr').
+    replace: allow replacing a registered name.
+  """
+  if not isinstance(name, str) or not name.isidentifier():
+    validation.fail('register_optimizer name', name, 'a Python identifier')
+  if name in REGISTRY and not replace:
+    raise ValueError(f'width optimizer {name!r} is registered already; '
+                     'pass replace=True to replace it')
+  entry = WidthOptimizer(optimize, validate)
+  if lr_field is not None:
+    entry = dataclasses.replace(entry, lr_field=lr_field)
+  REGISTRY[name] = entry
+
+
+def import_module(config) -> None:
+  """Imports `config.optimizer_module` (it registers its optimizer)."""
+  module = config.get('optimizer_module', '')
+  if not module:
+    return
+  try:
+    importlib.import_module(module)
+  except ImportError as e:
+    validation.fail('config.optimizer_module', module,
+                    f'an importable module that calls '
+                    f'wt_jax.register_optimizer ({e})')
+
+
 def lr_field(config) -> str:
   return REGISTRY[config.optimizer].lr_field(config)
 
 
 def validate(config) -> None:
-  """`config.optimizer` is registered; every registered block present is
-  valid (each optimizer checks its own block)."""
+  """`config.optimizer` is registered (after importing
+  `config.optimizer_module`); every registered block present is valid
+  (each optimizer checks its own block)."""
+  import_module(config)
   validation.Fields(config).choice('optimizer', REGISTRY)
   for name, entry in REGISTRY.items():
     if name in config and entry.validate is not None:
