@@ -27,7 +27,7 @@ from wt_jax import widths as W
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, 'tests', '_two_process_worker.py')
-TIMING_KEYS = ('wall_time_s', 'img_per_s')
+TIMING_KEYS = ('wall_time_s', 'img_per_s', 'time_parts')
 
 
 def _train_config(**overrides):
@@ -378,6 +378,30 @@ def test_checkpoint_of_other_widths_is_refused_before_restore(
                      match=r'stage2/block1/conv1/kernel: \[3, 3, 4, 8\] '
                      r'\(checkpoint\) vs \[3, 3, 4, 16\]'):
     train.train_and_evaluate(worker.config(), other, workdir)
+
+
+def test_torn_latest_checkpoint_falls_back_to_the_newest_intact_one(
+    tmp_path, straight_run, caplog):
+  """A garbled checkpoint 8 (a save torn by a crash): the run resumes from
+  checkpoint 4 with one warning naming both, and trains steps 5-8 to the
+  same result as the run that never stopped."""
+  ref_dir, ref_out, ref_state = straight_run
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(ref_dir, workdir)
+  for root, _, names in os.walk(os.path.join(workdir, 'checkpoints', '8')):
+    for name in names:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'\x00garbage')
+  captured = {}
+  with caplog.at_level('WARNING'):
+    out = train.train_and_evaluate(worker.config(), worker.widths(), workdir,
+                                   callback=_capture_params(captured))
+  torn = [r.getMessage() for r in caplog.records
+          if 'is corrupt' in r.getMessage()]
+  assert len(torn) == 1 and 'step 8' in torn[0] and (
+      'falling back to step 4' in torn[0]), torn
+  chex.assert_trees_all_equal(captured['params'], ref_state['params'])
+  assert _untimed(out) == _untimed(ref_out)
 
 
 # --------------------------------------------------------------------------
