@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import time
 from typing import Any, Callable, Optional
 
@@ -115,23 +114,16 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
                        eval_split: str = 'test') -> dict[str, Any]:
   """Trains `build_model(widths)` and returns its final metrics.
 
-  Args:
-    config: the run config (`dtype`; the defaults of the next three).
-    widths: the width vector to train.
-    workdir: checkpoints, metrics.jsonl, TensorBoard summaries; a re-run
-      resumes from its latest checkpoint. None: no files, no checkpoints.
-    data_config, train_config, seed: default `config.data`, `config.train`
-      (the full block), `config.seed`.
-    extra_loss, loss_fn: the step's hooks (`step.ExtraLoss`, `step.LossFn`).
-    callback, callback_every: see the module docstring; the state is donated
-      to the next step, so copy what you keep (`jax.device_get`, `to_host`).
-    eval_split: 'test' or 'val'.
-
-  Returns:
-    top1, top5, eval_loss (on `eval_split`), num_eval_examples, the last
-    logged train metrics (train_loss: the mean objective), steps,
-    examples_seen, wall_time_s (loop without evaluations, all runs),
-    img_per_s (this run), train_macs, macs, params, lr (last), stopped_early.
+  `workdir` holds checkpoints, metrics.jsonl and TensorBoard summaries (a
+  re-run resumes; None: none). `data_config`, `train_config` (the full
+  block) and `seed` default to `config.data`, `config.train`,
+  `config.seed`; `extra_loss`/`loss_fn` are the step's hooks, `callback`
+  runs every `callback_every` steps (see the module docstring; the state
+  is donated to the next step: copy what you keep). Returns top1, top5,
+  eval_loss on `eval_split`, num_eval_examples, the last logged train
+  metrics, steps, examples_seen, wall_time_s (the loop without evaluations,
+  all runs), img_per_s, train_macs, macs, params, lr, stopped_early and
+  time_parts (`records.Clock.time_parts`).
   """
   t_enter = time.perf_counter()
   data_config = config.data if data_config is None else data_config
@@ -162,35 +154,10 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
   bar = console.Progress(plan.total_steps, start_step)
   with contextlib.closing(records.Records(workdir, start_step)) as writer, \
       contextlib.closing(bar):
-    log_train = functools.partial(_log_train, train_step, writer, clock, bar)
-    step = start_step
+    loop = _Loop(train_step, plan, ckpts, evaluate, writer, clock, bar,
+                 callback, eval_split)
     with ckpts or contextlib.nullcontext():
-      try:
-        for step in range(start_step + 1, last_step + 1):
-          with clock.part('first_step', when=step == start_step + 1):
-            state = train_step(state, next(inputs))
-          progress.examples_seen += plan.batch_size
-          is_last = step == last_step
-          if logged := plan.is_log(step, is_last):
-            state, progress.last_train = log_train(state, step)
-          if plan.is_eval(step, is_last):
-            with clock.paused():
-              writer.write('eval', step, evaluate(state), prefix=eval_split)
-          if callback is not None and plan.is_callback(step, is_last):
-            progress.stopped_early = _call_back(callback, step, state, writer)
-            if progress.stopped_early and not logged:
-              state, progress.last_train = log_train(state, step)
-          if ckpts and plan.is_checkpoint(step, is_last,
-                                          progress.stopped_early):
-            train_step.check_finite(state, step)
-            with clock.part('checkpoint'):
-              ckpts.save(step, state, progress, clock.loop_seconds())
-          if progress.stopped_early:
-            logging.info('Stopped at step %d by the callback.', step)
-            break
-      except KeyboardInterrupt as e:
-        e.wt_jax_step = step  # for the CLI's one-line message
-        raise
+      state = loop.run(state, progress, inputs, start_step, last_step)
       clock.stop()
       with clock.part('eval'):
         results = _after_last_step(
@@ -204,6 +171,58 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
     writer.write('final', final['steps'], final)
   records.log_final(final)
   return final
+
+
+@dataclasses.dataclass
+class _Loop:
+  """The `for step` loop of one run, and what its body uses."""
+  train_step: TrainStep
+  plan: Plan
+  ckpts: Optional[checkpoints.Checkpoints]
+  evaluate: evaluator.Evaluator
+  writer: records.Records
+  clock: records.Clock
+  bar: console.Progress
+  callback: Optional[Callback]
+  eval_split: str
+
+  def log_train(self, state, step):
+    return _log_train(self.train_step, self.writer, self.clock, self.bar,
+                      state, step)
+
+  def run(self, state: TrainState, progress: checkpoints.Progress, inputs,
+          start_step: int, last_step: int) -> TrainState:
+    """Steps start_step + 1 .. last_step (fewer if the callback stops)."""
+    plan, step = self.plan, start_step
+    try:
+      for step in range(start_step + 1, last_step + 1):
+        with self.clock.part('first_step', when=step == start_step + 1):
+          state = self.train_step(state, next(inputs))
+        progress.examples_seen += plan.batch_size
+        is_last = step == last_step
+        if logged := plan.is_log(step, is_last):
+          state, progress.last_train = self.log_train(state, step)
+        if plan.is_eval(step, is_last):
+          with self.clock.paused():
+            self.writer.write('eval', step, self.evaluate(state),
+                              prefix=self.eval_split)
+        if self.callback is not None and plan.is_callback(step, is_last):
+          progress.stopped_early = _call_back(self.callback, step, state,
+                                              self.writer)
+          if progress.stopped_early and not logged:
+            state, progress.last_train = self.log_train(state, step)
+        if self.ckpts and plan.is_checkpoint(step, is_last,
+                                             progress.stopped_early):
+          self.train_step.check_finite(state, step)
+          with self.clock.part('checkpoint'):
+            self.ckpts.save(step, state, progress, self.clock.loop_seconds())
+        if progress.stopped_early:
+          logging.info('Stopped at step %d by the callback.', step)
+          break
+    except KeyboardInterrupt as e:
+      e.wt_jax_step = step  # for the CLI's one-line message
+      raise
+    return state
 
 
 def _last_step(start_step: int, total_steps: int, stopped: bool) -> int:
