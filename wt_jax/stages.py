@@ -165,8 +165,7 @@ def train_seed(r: Run, arm: str, seed: int) -> str:
   if r.is_main:
     files.write_json(r.workdir.final(arm, seed),
                      dict(arm=arm, seed=int(seed), **metrics))
-  return (f'test top-1 {100 * metrics["top1"]:.2f}% after {metrics["steps"]} '
-          f'steps ({metrics["wall_time_s"]:.1f} s)')
+  return f'test top-1 {100 * metrics["top1"]:.2f}% after {metrics["steps"]} steps'
 
 
 # ----------------------------------------------------------------------------

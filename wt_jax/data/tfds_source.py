@@ -16,18 +16,9 @@ from wt_jax.data import images as image_ops
 from wt_jax.data.raw import fits_in_memory
 from wt_jax.data.raw import in_memory_examples
 from wt_jax.data.raw import source_error
-from wt_jax.errors import DataError
 
 VARIABLE_SIZE_RESOLUTION = 224  # native resolution of variable-size TFDS data
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _tfds_index(tfds_id, shard_offsets):
-  """Global raw index from a tfds_id '<prefix>-00012-of-01024__345'."""
-  shard = tf.strings.regex_replace(tfds_id, r'^.*-(\d+)-of-\d+__\d+$', r'\1')
-  record = tf.strings.regex_replace(tfds_id, r'^.*__(\d+)$', r'\1')
-  return (tf.gather(shard_offsets, tf.strings.to_number(shard, tf.int32)) +
-          tf.strings.to_number(record, tf.int64))
 
 
 class TfdsSource:
@@ -59,49 +50,38 @@ class TfdsSource:
     self._labels = {}
     self._decoded = {}  # (split, size) -> uint8 array of the whole raw split
 
-  def _shard_offsets(self, split):
-    """Start index of every shard file (a single shard when unknown)."""
-    try:
-      lengths = list(self.builder.info.splits[split].shard_lengths)
-    except (KeyError, AttributeError):
-      lengths = []
-    return tf.constant(np.concatenate([[0], np.cumsum(lengths)[:-1]])
-                       .astype(np.int64) if lengths else [0], tf.int64)
-
   def _read(self, split, start=None, stop=None):
-    """Undecoded examples of a raw split (or slice), with their raw index."""
+    """Undecoded examples of a raw split (or slice), with their raw index.
+
+    Files are read one after the other in their order (no interleaving), so
+    an example's position in the read is its raw index, the index TFDS
+    slicing (`split[start:stop]`) uses; nothing depends on the dataset
+    info's shard lengths (which describe the prepared data, not a mock or a
+    partial copy).
+    """
     tfds_split = self._splits[split]
     if start is not None:
       tfds_split = f'{tfds_split}[{start}:{stop}]'
     try:
       ds = self.builder.as_dataset(
           split=tfds_split, shuffle_files=False,
-          read_config=tfds.ReadConfig(add_tfds_id=True),
+          read_config=tfds.ReadConfig(interleave_cycle_length=1),
           decoders={'image': tfds.decode.SkipDecoding()})
     except AssertionError as e:  # TFDS: 'could not find data in ...'
       raise source_error(self._name,
                           f'TFDS dataset is not prepared: {e}') from e
-    offsets = self._shard_offsets(self._splits[split])
-    return ds.map(lambda ex: {
-        'image': ex['image'],
-        'label': tf.cast(ex['label'], tf.int32),
-        'index': _tfds_index(ex['tfds_id'], offsets)},
-                  num_parallel_calls=AUTOTUNE)
+    if start is not None:  # a mock (tfds.testing.mock_data) ignores slices
+      ds = ds.take(stop - start)
+    return ds.enumerate(start or 0).map(lambda i, ex: {
+        'image': ex['image'], 'label': tf.cast(ex['label'], tf.int32),
+        'index': tf.cast(i, tf.int64)}, num_parallel_calls=AUTOTUNE)
 
   def labels(self, split):
     """One label-only pass over the raw split (images are not decoded)."""
     if split not in self._labels:
-      ds = self._read(split).map(lambda ex: (ex['index'], ex['label']))
-      index, labels = [], []
-      for i, l in ds.batch(65536).prefetch(2).as_numpy_iterator():
-        index.append(i)
-        labels.append(l)
-      index, labels = np.concatenate(index), np.concatenate(labels)
-      if not np.array_equal(np.sort(index), np.arange(len(index))):
-        raise DataError(f'TFDS dataset {self._name!r}: example ids of split '
-                        f'{self._splits[split]!r} are not 0..n-1')
-      self._labels[split] = np.empty_like(labels)
-      self._labels[split][index] = labels
+      ds = self._read(split).map(lambda ex: ex['label'])
+      self._labels[split] = np.concatenate(list(
+          ds.batch(65536).prefetch(2).as_numpy_iterator()))
     return self._labels[split]
 
   def _decode_fit(self, size):

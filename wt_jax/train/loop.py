@@ -159,6 +159,11 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
     with ckpts or contextlib.nullcontext():
       state = loop.run(state, progress, inputs, start_step, last_step)
       clock.stop()
+      if ckpts:
+        # The last save commits before the final evaluation reads data:
+        # under tfds.testing.mock_data an overlapping evaluation made orbax
+        # lose that checkpoint's array metadata.
+        ckpts.wait()
       with clock.part('eval'):
         results = _after_last_step(
             state, train_step, evaluate,
