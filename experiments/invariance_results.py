@@ -110,7 +110,7 @@ def collect_run(root: str, optimizer: str, arm: str, seed: int,
   ov = projection.overhead(original, projected, found.train_macs,
                            found.details.get('macs_not_scaling_with_data', 0))
   wall = walls.get(spec, {}).get('wall_s')
-  timing = _read(wd.path('timing.json')) or {}
+  timing = _read(wd.timing) or {}
   names = original.widths.names
   return dict(
       arm=arm if arm != 'direct' else 'direct', optimizer=optimizer,

@@ -238,14 +238,15 @@ def _supersede(r: Run, step: Step) -> Optional[str]:
   return dest
 
 
-def run_step(r: Run, step: Step) -> None:
-  """Reuses, resumes or recomputes one step, and says which in one line."""
+def run_step(r: Run, step: Step) -> bool:
+  """Reuses, resumes or recomputes one step, and says which in one line;
+  True if it computed anything."""
   stored = _read_record(step)
   bad = _corrupt(step)
   if stored == step.inputs and not bad:
     if all(files.exists(p) for p in step.outputs):
       console.line(f'  {step.key}: reused (made from the same inputs)')
-      return
+      return False
     if files.exists(step.home):
       console.line(f'  {step.key}: resuming')
   elif stored is not None or bad or files.exists(step.home) or any(
@@ -260,12 +261,15 @@ def run_step(r: Run, step: Step) -> None:
   t0 = time.perf_counter()
   summary = step.make()
   console.line(f'  {step.key}: {summary} ({time.perf_counter() - t0:.1f} s)')
+  return True
 
 
-def _run_stage(r: Run, name: str) -> None:
+def _run_stage(r: Run, name: str) -> bool:
+  """Runs a stage's steps; True if any of them computed anything."""
+  computed = False
   for step in STAGES[name].steps(r):
     try:
-      run_step(r, step)
+      computed |= run_step(r, step)
     except NonFiniteLossError as e:
       raise NonFiniteLossError(e.step, e.value, (
           f'stage {step.key}: {e} Lower {STAGES[name].lr_field(r.config)} or '
@@ -273,6 +277,7 @@ def _run_stage(r: Run, name: str) -> None:
     except KeyboardInterrupt as e:
       e.wt_jax_stage = step.key
       raise
+  return computed
 
 
 def fresh_outputs(r: Run) -> Callable[[str], bool]:
@@ -312,17 +317,17 @@ def run(config, workdir: str) -> Optional[dict]:
     r.save_widths('projected_uniform', r.projected.widths,
                   macs=r.macs(r.projected.widths, r.projected),
                   resolution=r.projected.resolution)
-    out = None
+    out, computed = None, False
     for name in selected:
       console.header(f'Stage {name}')
       t0 = time.perf_counter()
       if name == 'report':
         out = stages_lib.write_report(r, fresh_outputs(r))
       else:
-        _run_stage(r, name)
+        computed |= _run_stage(r, name)
       timing[f'{name}_s'] = time.perf_counter() - t0
-    if r.is_main:
-      files.write_json(r.workdir.path('timing.json'), timing)
+    if r.is_main and computed:  # a run that only reused keeps the old one
+      files.write_json(r.workdir.timing, timing)
     return out
   finally:
     if lock:

@@ -8,6 +8,7 @@
         summary.json, history.json, train/ (its checkpoints)
       train/<arm>/seed_<s>/         final training of one arm and seed
         checkpoints/, metrics.jsonl, TensorBoard events, final.json
+      timing.json                   where the last computing run's time went
       results.json, results.md      the report
       widths.png, overhead.png
 
@@ -67,6 +68,11 @@ class Workdir:
 
   def final(self, arm: str, seed: int) -> str:
     return files.join(self.train(arm, seed), 'final.json')
+
+  @property
+  def timing(self) -> str:
+    """Where the last computing run's wall time went (`pipeline.run`)."""
+    return self.path('timing.json')
 
   def report(self, name: str) -> str:
     """One of the report's files (`REPORT_FILES`)."""
