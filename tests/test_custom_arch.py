@@ -204,9 +204,10 @@ def test_autoslim_masks_compute_the_narrower_custom_net():
 
 
 def test_morphnet_shrinks_the_custom_net_on_digits(tmp_path):
+  """A fixed budget of 60 steps: >= 25% fewer MACs, the task loss falls."""
   c = tiny_config(arch='tiny_res', arch_module='_custom_net')
-  c.morphnet.num_steps = 40
-  c.morphnet.strength_knob = 8.0
+  c.morphnet.num_steps = 60
+  c.morphnet.strength_knob = 4.0
   c.morphnet.shrink_to = 0.0
   c.morphnet.export_every = 20
   info = data.dataset_info(c.data)
@@ -214,7 +215,7 @@ def test_morphnet_shrinks_the_custom_net_on_digits(tmp_path):
                          info.num_classes, info.num_examples['train'])
   found = width_optimizers.optimize(c, prob, str(tmp_path))
   d = found.details
-  assert d['learned_macs'] <= 0.7 * d['start_macs']
+  assert d['learned_macs'] <= 0.75 * d['start_macs']
   rows = [json.loads(l) for l in open(tmp_path / 'train' / 'metrics.jsonl')
           if '"train"' in l]
   ce = [r['train_loss'] - r['extra_loss'] for r in rows]
@@ -255,6 +256,20 @@ def test_depth_projection_needs_depth_at_registration(tmp_path):
       divisor=2)
   assert match.widths.same_structure(original.widths)
   assert match.macs <= cost.macs(original.widths, 8, 10)
+
+
+def test_readme_example_is_the_tested_network():
+  """The README's code, run under another name, counts as tiny_res."""
+  text = open(os.path.join(REPO, 'README.md')).read()
+  section = text[text.index('## Your own network'):]
+  code = section[section.index('```python') + 9:section.index('```\n\n')]
+  # pylint: disable-next=exec-used
+  exec(code.replace("'tiny_res'", "'readme_net'"), {})
+  for res in (8, 32):
+    ours, readme = (cost.count(W.uniform(n), res, 10)
+                    for n in ('tiny_res', 'readme_net'))
+    assert (readme.macs, readme.params) == (ours.macs, ours.params)
+  assert architectures.default_resolution(W.uniform('readme_net').spec) == 32
 
 
 def test_cost_cli_imports_the_arch_module():
