@@ -322,6 +322,14 @@ class _Net(nn.Module):
       x = nn.Conv(w['stem'], (3, 3), feature_group_count=w['b'], name='dw')(y)
     elif self.body == 'layer_norm':
       x = nn.LayerNorm(name='ln')(y)
+    elif self.body == 'raw_conv':
+      k = self.param('k', nn.initializers.lecun_normal(),
+                     (3, 3, w['b'], w['b']))
+      x = jax.lax.conv_general_dilated(
+          y, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    elif self.body == 'shared':
+      conv = nn.Conv(w['b'], (3, 3), name='twice')
+      x = conv(conv(y))
     elif self.body == 'typo':
       x = nn.Conv(w['c'], (3, 3))(y)
     else:
@@ -334,14 +342,17 @@ class _Net(nn.Module):
                    r'widths entry'),
     ('add_groups', r"the network's __call__ \(.*test_custom_arch.py:\d+\) "
                    r"combines group 'stem' with group 'b' in an elementwise"),
-    ('concat', r"the network's __call__ \(.*\) concatenates the channel axis "
-               r"of group '(stem|b)'"),
+    ('concat', r"the network's __call__ \(.*\) concatenates group 'stem' "
+               r"and group 'b' along the channel axis"),
     ('flatten', r"rearranges the channel axis of group 'b' \(reshape "),
     ('nchw', r"rearranges the channel axis of group 'b' \(transpose"),
     ('grouped', r"conv 'grouped': feature_group_count=2 with group 'b' in"),
     ('multiplier', r"depthwise conv 'dw' maps group 'b' to group 'stem'"),
     ('layer_norm', r"parameter 'ln/(bias|scale)' \(\d+,\), group 'b' is not "
                    r'of an nn.Conv'),
+    ('raw_conv', r"the network's __call__ \(.*\): a conv_general_dilated "
+                 r'outside nn.Conv / nn.Dense'),
+    ('shared', r"conv 'twice' is called more than once"),
     ('typo', r"reads widths\['c'\], which is not a group; groups: stem, b"),
 ])
 def test_unsupported_patterns_name_the_layer_and_the_group(body, message):

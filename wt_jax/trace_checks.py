@@ -123,6 +123,15 @@ def _check_eqn(eqn, path, names: ProbeNames, owners: dict) -> None:
     return
   if prim not in _REARRANGING:
     return
+  shapes = [getattr(getattr(v, 'aval', None), 'shape', ()) for v in eqn.invars]
+  if prim == 'concatenate' and any(
+      sh and sh[-1] in names.group for sh in shapes) and (
+          eqn.params['dimension'] == len(shapes[0]) - 1):
+    raise ArchError(
+        f'{label(path)}{line} concatenates '
+        f'{" and ".join(names.of(sh[-1]) for sh in shapes)} along the '
+        'channel axis: unsupported (the widths of concatenated groups would '
+        'add); add them instead, as one group')
   for v in eqn.invars:
     shape = getattr(getattr(v, 'aval', None), 'shape', ())
     if not shape or shape[-1] not in names.group:
@@ -135,10 +144,10 @@ def _check_eqn(eqn, path, names: ProbeNames, owners: dict) -> None:
         raise ArchError(
             f'{label(path)}{line} {what} the channel axis of '
             f'{names.of(shape[-1])} ({prim} {tuple(shape)} -> '
-            f'{tuple(out_shape)}): each group must stay whole as the last '
-            'axis (no flattening before a dense layer: pool first; no '
-            'concatenation of groups, whose widths would add; no channel '
-            'split or shuffle)')
+            f'{tuple(out_shape)} at the probe widths): each group must stay '
+            'whole as the last axis (no flattening before a dense layer: '
+            'pool first; no channel split, shuffle or channels-first '
+            'layout)')
 
 
 def _frames(eqn):
