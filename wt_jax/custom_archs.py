@@ -243,7 +243,7 @@ def register(name: str, factory: Callable[..., nn.Module],
 
   Raises:
     ArchError: naming the layer and the group, for what the trace cannot
-      handle (the `tracing` module doc lists it).
+      handle (the `trace_checks` module doc lists it).
   """
   if not isinstance(name, str) or not re.fullmatch(r'[A-Za-z0-9_.-]+', name):
     validation.fail('register_arch name', name,

@@ -1,14 +1,14 @@
 """A Flax CNN's layer graph, found by tracing it once at probe widths.
 
 `trace(module, probes, resolution)` initialises `module` abstractly (no
-arithmetic: `jax.make_jaxpr` over `module.init`, on a 2 x resolution x
-resolution x 3 image) while `flax.linen.intercept_methods` records every
-`nn.Conv`, `nn.Dense` and `nn.BatchNorm` call: its module path, input and
-output shapes and attributes. `module` was built at *probe widths*: one
-distinct channel count per group, none equal to the image's 3 channels or to
-`CLASSES_PROBE`, the probe number of classes. So every channel count in the
-trace names its group, and the trace gives (`Trace.layers`, the records of
-`graph.Layer`):
+arithmetic: `jax.make_jaxpr` over `module.init_with_output`, on a 2 x
+resolution x resolution x 3 image) while `flax.linen.intercept_methods`
+records every `nn.Conv`, `nn.Dense` and `nn.BatchNorm` call: its module
+path, input and output shapes and attributes. `module` was built at *probe
+widths*: one distinct channel count per group, none equal to the image's 3
+channels or to `CLASSES_PROBE`, the probe number of classes. So every
+channel count in the trace names its group, and the trace gives
+(`Trace.layers`, the records of `graph.Layer`):
 
 * every conv and dense layer: input group (None: the image's 3 channels),
   output group (None: the logits), kernel, stride, depthwise (a
