@@ -36,7 +36,8 @@ CPU_DEFAULT_APPLIED = _apply_cpu_default()
 
 # Public entry points, imported on first use so that `import wt_jax` (which
 # every config file does) stays light.
-_LAZY = {'register_optimizer': ('wt_jax.width_optimizers', 'register')}
+_LAZY = {'register_optimizer': ('wt_jax.width_optimizers', 'register'),
+         'register_arch': ('wt_jax.custom_archs', 'register')}
 
 
 def __getattr__(name):

@@ -36,12 +36,18 @@ shortcuts at uniform widths, and `stem` and `stage1` are then tied. A
 MobileNetV2 block has a residual add iff it is not the first of its stage.
 The CIFAR ResNets (20, 32, 44, 56, 110) use projection shortcuts (He et al.'s
 option B) where the shape changes.
+
+Registered networks: `wt_jax.register_arch` (`custom_archs`) adds a user's
+Flax CNN under its own name. Its `Arch` has family 'custom' and carries the
+registration (`Arch.custom`), to which `groups`, `uniform_values`, `layers`,
+`identity_ties` and `default_resolution` hand over; its layers come from a
+trace of the module (`tracing`), not from this file.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from wt_jax import graph
 from wt_jax.errors import ArchError
@@ -53,7 +59,7 @@ FAMILIES = ('resnet', 'mobilenet_v2')
 class Arch:
   """A network family member: everything but its widths."""
   name: str
-  family: str  # 'resnet' | 'mobilenet_v2'
+  family: str  # 'resnet' | 'mobilenet_v2' | 'custom'
   block: str  # 'basic' | 'bottleneck' | 'inverted_residual'
   stem: str  # 'imagenet' (7x7/2 + max-pool; MBv2: 3x3/2) | 'cifar' (3x3/1)
   depth: tuple[int, ...]  # blocks per stage
@@ -62,6 +68,8 @@ class Arch:
   stem_width: int
   expansion: tuple[int, ...] = ()  # MobileNetV2: expansion ratio per stage
   head_width: int = 0  # MobileNetV2: last 1x1 conv
+  # A registered network: its `custom_archs.CustomArch` (family 'custom').
+  custom: Any = dataclasses.field(default=None, compare=False, repr=False)
 
   @property
   def num_stages(self) -> int:
@@ -117,14 +125,32 @@ _REGISTRY['mobilenet_v2_tiny'] = dict(
     stem_width=8, head_width=32, expansion=(1, 4, 4), stage_widths=(8, 16, 24),
     depth=(1, 2, 2), strides=(1, 2, 2))
 
-NAMES = tuple(_REGISTRY)
+NAMES = tuple(_REGISTRY)  # the built-in architectures
+# Registered networks: name -> `custom_archs.CustomArch` (`add_custom`).
+_CUSTOM: dict[str, Any] = {}
+
+
+def names() -> tuple[str, ...]:
+  """Every known architecture: the built-ins, then the registered ones."""
+  return NAMES + tuple(_CUSTOM)
+
+
+def add_custom(name: str, custom: Any) -> None:
+  """Makes `custom.arch(depth)` the architecture `name`, not a built-in one
+  (`custom_archs.register` checks both)."""
+  assert name not in _REGISTRY, name
+  _CUSTOM[name] = custom
 
 
 def get_arch(name: str, depth: Optional[Sequence[int]] = None) -> Arch:
   """Returns the architecture `name`, optionally with other blocks per stage."""
+  if name in _CUSTOM:
+    return _CUSTOM[name].arch(depth)
   if name not in _REGISTRY:
     raise ArchError(f'arch={name!r} is unknown; known architectures: '
-                    f'{", ".join(NAMES)}')
+                    f'{", ".join(names())} (your own network: '
+                    'wt_jax.register_arch, in the module config.arch_module '
+                    'names)')
   arch = Arch(name=name, **_REGISTRY[name])
   if depth:
     depth = tuple(depth)
@@ -141,6 +167,11 @@ def scale_depth(arch: Arch, depth_mult: float) -> Arch:
   """Blocks per stage become max(1, round(d * n)), halves rounding up."""
   if not depth_mult > 0:
     raise ArchError(f'depth_mult={depth_mult!r}: must be > 0')
+  if not arch.depth and depth_mult != 1:
+    raise ArchError(
+        f'config.projection.depth_mult={depth_mult!r} is invalid for '
+        f'arch={arch.name!r}; allowed: 1 (it was registered without depth=, '
+        'so it has no blocks per stage to scale)')
   return dataclasses.replace(arch, depth=tuple(
       max(1, int(math.floor(depth_mult * n + 0.5))) for n in arch.depth))
 
@@ -164,6 +195,8 @@ def block_positions(arch: Arch, stage: int) -> tuple[str, ...]:
 
 def groups(arch: Arch) -> tuple[Group, ...]:
   """The channel groups of `arch`, in network order."""
+  if arch.custom is not None:
+    return arch.custom.groups(arch.depth)
   out = [Group('stem', 'stem')]
   for s, n in enumerate(arch.depth, start=1):
     if arch.family == 'resnet':
@@ -197,6 +230,8 @@ def uniform_values(arch: Arch, width_mult: float = 1.0,
   """Uniform widths of `arch` at `width_mult`, in `groups(arch)` order."""
   if not width_mult > 0:
     raise ArchError(f'width_mult={width_mult!r}: must be > 0')
+  if arch.custom is not None:
+    return arch.custom.uniform_values(arch.depth, width_mult, divisor)
   rnd = lambda c: make_divisible(c * width_mult, divisor)
   vals = {'stem': rnd(arch.stem_width)}
   if arch.family == 'mobilenet_v2':
@@ -227,70 +262,88 @@ def shortcut_is_projection(arch: Arch, stride: int, in_width: int,
   return stride != 1 or in_width != out_width
 
 
+@dataclasses.dataclass
+class _Layers:
+  """The layer list being built, and the spatial size it has reached."""
+  w: dict  # group -> width
+  size: int
+  out: list = dataclasses.field(default_factory=list)
+
+  def add(self, name, kind, k, stride, src, dst, path, bn, *, cin=None,
+          cout=None):
+    """A layer from group `src` to `dst` (None: constant `cin` / `cout`)."""
+    new = conv_out(self.size, stride)
+    self.out.append(Layer(
+        name, kind, k, stride, self.w[src] if cin is None else cin,
+        self.w[dst] if cout is None else cout, self.size, new, src, dst,
+        tuple(path), None if bn is None else tuple(bn), bias=kind == 'fc'))
+    self.size = new
+
+
+def _resnet_block(b: _Layers, arch: Arch, s: int, blk: int, block_in: str):
+  stream, pre, p = f'stage{s}', f'stage{s}/block{blk}', (f'stage{s}',
+                                                          f'block{blk}')
+  stride = arch.strides[s - 1] if blk == 1 else 1
+  in_size = b.size
+  inner = [f'{pre}/{pos}' for pos in block_positions(arch, s)]
+  if arch.block == 'basic':
+    chain = [(3, stride, inner[0]), (3, 1, stream)]
+  else:  # torchvision v1.5: the stride sits on the 3x3 conv
+    chain = [(1, 1, inner[0]), (3, stride, inner[1]), (1, 1, stream)]
+  src = block_in
+  for i, (k, st, dst) in enumerate(chain, start=1):
+    b.add(f'{pre}/conv{i}', 'conv', k, st, src, dst, p + (f'conv{i}',),
+          p + (f'bn{i}',))
+    src = dst
+  if shortcut_is_projection(arch, stride, b.w[block_in], b.w[stream]):
+    end, b.size = b.size, in_size
+    b.add(f'{pre}/shortcut', 'conv', 1, stride, block_in, stream,
+          p + ('shortcut_conv',), p + ('shortcut_bn',))
+    assert b.size == end
+
+
+def _inverted_residual(b: _Layers, arch: Arch, s: int, blk: int,
+                       block_in: str):
+  stream, pre, p = f'stage{s}', f'stage{s}/block{blk}', (f'stage{s}',
+                                                          f'block{blk}')
+  hidden = block_in
+  if arch.expansion[s - 1] != 1:
+    hidden = f'{pre}/expand'
+    b.add(f'{pre}/expand', 'conv', 1, 1, block_in, hidden,
+          p + ('expand_conv',), p + ('expand_bn',))
+  b.add(f'{pre}/depthwise', 'depthwise', 3,
+        arch.strides[s - 1] if blk == 1 else 1, hidden, hidden,
+        p + ('dw_conv',), p + ('dw_bn',))
+  b.add(f'{pre}/project', 'conv', 1, 1, hidden, stream,
+        p + ('project_conv',), p + ('project_bn',))
+
+
 def layers(arch: Arch, values: Sequence[int], resolution: int,
            num_classes: int, in_channels: int = 3) -> tuple[Layer, ...]:
   """The layer graph of `arch` with widths `values` (in `groups` order)."""
-  w = dict(zip((g.name for g in groups(arch)), (int(v) for v in values)))
-  out: list[Layer] = []
-  size = resolution
-
-  def add(name, kind, k, stride, cin, cout, in_group, out_group, path, bn):
-    nonlocal size
-    new = conv_out(size, stride)
-    out.append(Layer(name, kind, k, stride, cin, cout, size, new, in_group,
-                     out_group, tuple(path), None if bn is None else tuple(bn)))
-    size = new
-
+  if arch.custom is not None:
+    return arch.custom.layers(arch.depth, values, resolution, num_classes)
+  b = _Layers(dict(zip((g.name for g in groups(arch)),
+                       (int(v) for v in values))), resolution)
   stem_k, stem_s = ((7, 2) if arch.family == 'resnet' else (3, 2)
                     ) if arch.stem == 'imagenet' else (3, 1)
-  add('stem/conv', 'conv', stem_k, stem_s, in_channels, w['stem'], None, 'stem',
-      ('stem', 'conv'), ('stem', 'bn'))
+  b.add('stem/conv', 'conv', stem_k, stem_s, None, 'stem', ('stem', 'conv'),
+        ('stem', 'bn'), cin=in_channels)
   if arch.family == 'resnet' and arch.stem == 'imagenet':
-    size = conv_out(size, 2)  # 3x3/2 max-pool
+    b.size = conv_out(b.size, 2)  # 3x3/2 max-pool
+  block = _resnet_block if arch.family == 'resnet' else _inverted_residual
   prev = 'stem'
   for s, n in enumerate(arch.depth, start=1):
-    stream = f'stage{s}'
-    for b in range(1, n + 1):
-      stride = arch.strides[s - 1] if b == 1 else 1
-      pre = f'stage{s}/block{b}'
-      p = (f'stage{s}', f'block{b}')
-      in_size = size
-      block_in = prev if b == 1 else stream
-      if arch.family == 'resnet':
-        inner = [f'{pre}/{pos}' for pos in block_positions(arch, s)]
-        if arch.block == 'basic':
-          chain = [(3, stride, inner[0]), (3, 1, stream)]
-        else:  # torchvision v1.5: the stride sits on the 3x3 conv
-          chain = [(1, 1, inner[0]), (3, stride, inner[1]), (1, 1, stream)]
-        src = block_in
-        for i, (k, st, dst) in enumerate(chain, start=1):
-          add(f'{pre}/conv{i}', 'conv', k, st, w[src], w[dst], src, dst,
-              p + (f'conv{i}',), p + (f'bn{i}',))
-          src = dst
-        if shortcut_is_projection(arch, stride, w[block_in], w[stream]):
-          end = size
-          size = in_size
-          add(f'{pre}/shortcut', 'conv', 1, stride, w[block_in], w[stream],
-              block_in, stream, p + ('shortcut_conv',), p + ('shortcut_bn',))
-          assert size == end
-      else:
-        hidden = block_in
-        if arch.expansion[s - 1] != 1:
-          hidden = f'{pre}/expand'
-          add(f'{pre}/expand', 'conv', 1, 1, w[block_in], w[hidden], block_in,
-              hidden, p + ('expand_conv',), p + ('expand_bn',))
-        add(f'{pre}/depthwise', 'depthwise', 3, stride, w[hidden], w[hidden],
-            hidden, hidden, p + ('dw_conv',), p + ('dw_bn',))
-        add(f'{pre}/project', 'conv', 1, 1, w[hidden], w[stream], hidden,
-            stream, p + ('project_conv',), p + ('project_bn',))
-    prev = stream
+    for blk in range(1, n + 1):
+      block(b, arch, s, blk, prev if blk == 1 else f'stage{s}')
+    prev = f'stage{s}'
   if arch.family == 'mobilenet_v2':
-    add('head/conv', 'conv', 1, 1, w[prev], w['head'], prev, 'head',
-        ('head', 'conv'), ('head', 'bn'))
+    b.add('head/conv', 'conv', 1, 1, prev, 'head', ('head', 'conv'),
+          ('head', 'bn'))
     prev = 'head'
-  size = 1  # global average pool
-  add('fc', 'fc', 1, 1, w[prev], num_classes, prev, None, ('fc',), None)
-  return tuple(out)
+  b.size = 1  # global average pool
+  b.add('fc', 'fc', 1, 1, prev, None, ('fc',), None, cout=num_classes)
+  return tuple(b.out)
 
 
 def identity_ties(arch: Arch, values: Sequence[int]) -> tuple[tuple[str, str],
@@ -299,7 +352,8 @@ def identity_ties(arch: Arch, values: Sequence[int]) -> tuple[tuple[str, str],
 
   Only ResNet's first block of a stage can add two different groups (the
   previous stream, or the stem, into this stage's stream) without a
-  projection; every other residual add sums a group with itself.
+  projection; every other residual add sums a group with itself. A
+  registered network adds only a group to itself (`tracing`).
   """
   if arch.family != 'resnet':
     return ()
@@ -315,6 +369,8 @@ def identity_ties(arch: Arch, values: Sequence[int]) -> tuple[tuple[str, str],
 
 
 def default_resolution(arch: Arch) -> int:
+  if arch.custom is not None:
+    return arch.custom.resolution
   return 224 if arch.stem == 'imagenet' else 32
 
 

@@ -15,6 +15,9 @@ weights), each as large as the forward one.
 
 Command line:
   python -m wt_jax.cost --arch=resnet18 --resolution=224 --json
+  python -m wt_jax.cost --arch=my_net --arch_module=my_pkg.nets
+(`--arch_module` is imported first: a module that registers a network with
+`wt_jax.register_arch`.)
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from absl import flags
 import numpy as np
 
 from wt_jax import architectures
+from wt_jax import custom_archs
 from wt_jax import validation
 from wt_jax import widths as widths_lib
 from wt_jax.errors import BadInputError
@@ -144,7 +148,11 @@ def _define_flags():
   """The CLI's flags; defined only when this module runs as the program."""
   return dict(
       arch=flags.DEFINE_string(
-          'arch', None, f'architecture: {", ".join(architectures.NAMES)}'),
+          'arch', None, f'architecture: {", ".join(architectures.NAMES)}, '
+          'or one that --arch_module registers'),
+      arch_module=flags.DEFINE_string(
+          'arch_module', '', 'a module to import first (it calls '
+          'wt_jax.register_arch)'),
       width_mult=flags.DEFINE_float('width_mult', 1.0,
                                     'uniform width multiplier'),
       depth=flags.DEFINE_list('depth', [], 'blocks per stage, e.g. 2,2,2,2'),
@@ -167,6 +175,7 @@ def main(flag_values) -> int:
   """Prints the cost table (or JSON); 0 on success, 2 on bad input."""
   f = {k: v.value for k, v in flag_values.items()}
   try:
+    custom_archs.import_module(f['arch_module'], '--arch_module')
     depth = _depth_flag(f['depth'])
     if f['widths']:
       widths = widths_lib.load(f['widths'], expect_arch=f['arch'],
@@ -174,7 +183,7 @@ def main(flag_values) -> int:
     else:
       if not f['arch']:
         validation.fail('--arch', None, 'one of ' +
-                        ', '.join(architectures.NAMES) +
+                        ', '.join(architectures.names()) +
                         ' (or pass --widths=FILE.json)')
       widths = widths_lib.uniform(f['arch'], f['width_mult'], depth)
     resolution = (f['resolution'] or

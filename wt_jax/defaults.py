@@ -26,8 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.seeds = (0,)  # final training arms run once per seed
 
-  # Network: an architecture name from `wt_jax.architectures.NAMES`.
+  # Network: an architecture name from `wt_jax.architectures.NAMES`, or one
+  # that `arch_module` registers (`wt_jax.register_arch`) when imported.
   c.arch = 'resnet20_cifar'
+  c.arch_module = ''
   c.width_mult = 1.0  # uniform width of the original (full) network
   c.depth = ()  # blocks per stage; () = the architecture's own depth
   c.widths_file = ''  # optional JSON width vector for the original network

@@ -2,7 +2,8 @@
 
 `Layer` is one conv, depthwise conv or FC layer: kernel, stride, channels,
 sizes, the channel groups it reads and writes, and its Flax parameter paths.
-`architectures.layers` lists them for the built-in families.
+`architectures.layers` lists them for the built-in families, `tracing.trace`
+for a registered network (`custom_archs`).
 
 `LayerGraph` compiles such a list against a width vector's groups into
 arrays, once, so that every consumer counts over the same form:
@@ -36,11 +37,15 @@ class Layer:
   parameter path of the kernel and `bn` that of the batch norm after it.
   MACs and params follow the usual conventions: a conv's MACs are
   kh*kw*H_out*W_out*C_in*C_out/groups (taps that fall into padding count, as in
-  the published counts), params are kernel weights + FC bias + BN scale and
-  bias (BN running statistics are state, not params).
+  the published counts), params are kernel weights + bias (where `bias`) + BN
+  scale and bias (BN running statistics are state, not params).
+
+  A traced network (`wt_jax.tracing`) may also hold layers of kind 'bn': a
+  batch norm that reads no conv's output directly (e.g. pre-activation), with
+  kernel 0, so no weights and no MACs, and `bn` == `path`.
   """
   name: str
-  kind: str  # 'conv' | 'depthwise' | 'fc'
+  kind: str  # 'conv' | 'depthwise' | 'fc' | 'bn'
   kernel: int
   stride: int
   in_channels: int
@@ -51,6 +56,7 @@ class Layer:
   out_group: Optional[str]
   path: tuple[str, ...]
   bn: Optional[tuple[str, ...]]
+  bias: bool = False  # a bias vector (the built-in families: the FC only)
 
   @property
   def coeff(self) -> int:
@@ -69,7 +75,7 @@ class Layer:
       weights = self.kernel * self.kernel * self.out_channels
     else:
       weights = self.kernel * self.kernel * self.in_channels * self.out_channels
-    bias = self.out_channels if self.kind == 'fc' else 0
+    bias = self.out_channels if self.bias else 0
     bn = 2 * self.out_channels if self.bn is not None else 0
     return weights + bias + bn
 

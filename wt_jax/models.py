@@ -10,6 +10,14 @@ Every module's `__call__(x, train, masks=None)` accepts optional channel masks
 {group name: [C] array}: each conv's BN output is multiplied by the mask of
 its group, which makes a masked network compute exactly what the narrower
 network with those channels removed computes (used by AutoSlim).
+
+A registered network (`custom_archs`) is built by its own factory and wrapped
+in `CustomNet`, which shares the user's parameter tree as is and applies the
+same masks by intercepting the user's layers (`flax.linen.intercept_methods`):
+each nn.Conv, nn.Dense and nn.BatchNorm output that is a group (the trace's
+`masked` table) is multiplied by its group's mask. That equals the narrower
+network where an activation maps 0 to 0 (ReLU, ReLU6, ...) and every group's
+tensor ends in such a layer before it is read.
 """
 from __future__ import annotations
 
@@ -238,7 +246,35 @@ class _InvertedResidual(_Net):
     return x + y if self.block > 1 else y
 
 
-_FAMILY_MODULE = {'resnet': ResNet, 'mobilenet_v2': MobileNetV2}
+class CustomNet(nn.Module):
+  """A registered network at `widths`, taking AutoSlim's masks (module doc)."""
+  widths: Widths
+  num_classes: int = 1000
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    spec = self.widths.spec
+    self.net = spec.custom.module(self.widths.as_dict(), self.num_classes,
+                                  spec.depth, self.dtype)
+    nn.share_scope(self, self.net)
+
+  def __call__(self, x, train: bool = False, masks: Masks = None):
+    if not masks:
+      return jnp.asarray(self.net(x, train=train), jnp.float32)
+    groups = self.widths.spec.custom.masked(self.widths.depth)
+
+    def intercept(next_fun, args, kwargs, context):
+      y = next_fun(*args, **kwargs)
+      if context.method_name == '__call__':
+        y = mask(y, groups.get(tuple(context.module.path)), masks)
+      return y
+
+    with nn.intercept_methods(intercept):
+      return jnp.asarray(self.net(x, train=train), jnp.float32)
+
+
+_FAMILY_MODULE = {'resnet': ResNet, 'mobilenet_v2': MobileNetV2,
+                  'custom': CustomNet}
 
 # `config.dtype` -> the compute dtype (parameters stay float32).
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

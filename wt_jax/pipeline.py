@@ -28,6 +28,7 @@ import psutil
 from wt_jax import architectures
 from wt_jax import console
 from wt_jax import cost
+from wt_jax import custom_archs
 from wt_jax import data
 from wt_jax import extrapolate
 from wt_jax import files
@@ -77,7 +78,8 @@ def validate(config) -> None:
   """Checks every block, each by the module that owns it (no I/O but a
   'folder:' source's existence); raises ConfigError on the first bad field."""
   f = validation.Fields(config)
-  f.choice('arch', architectures.NAMES)
+  custom_archs.import_module(config.get('arch_module', ''))
+  f.choice('arch', architectures.names())
   f.number('width_mult', 0, lo_open=True)
   try:
     architectures.get_arch(config.arch, tuple(config.depth) or None)

@@ -44,7 +44,8 @@ from wt_jax.workdir import Workdir
 
 # Config fields that define the original problem (the uniform widths round
 # to transfer.divisor).
-PROBLEM_FIELDS = ('arch', 'width_mult', 'depth', 'data', 'transfer.divisor')
+PROBLEM_FIELDS = ('arch', 'arch_module', 'width_mult', 'depth', 'data',
+                  'transfer.divisor')
 
 
 @dataclasses.dataclass(frozen=True)
