@@ -4,7 +4,7 @@
 # What it does: runs the width-transfer pipeline for one config into one
 # workdir; a re-run with the same workdir resumes where it stopped.
 # Assumes: `pip install -e .` done in the active Python environment, and the
-# current directory is the repository root (configs import `configs.default`).
+# current directory is the repository root.
 # On CPU, wt_jax turns XLA's YNN convolution fusions off by default
 # (see wt_jax/__init__.py); set WT_JAX_KEEP_XLA_FLAGS=1 to keep XLA's default.
 #
