@@ -1,8 +1,10 @@
-"""Atomic file writes: a file is either absent, old or complete, never half.
+"""Every file wt_jax reads or writes outside orbax: one path layer.
 
-Local paths are written to a temporary file in the same directory and renamed
-over the target (`os.replace` is atomic on POSIX). Remote paths (`gs://...`)
-go through `etils.epath`, where an object upload is itself atomic.
+Local paths use the os; remote ones (`gs://...`, any scheme `etils.epath`
+knows) go through `etils.epath`, as orbax's own files do. Writes are
+atomic: a file is absent, old or complete, never half (locally a temporary
+file in the same directory renamed over the target, `os.replace`; an object
+upload is itself atomic).
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ def join(root: str, *parts: str) -> str:
 def write_bytes(path: str, data: bytes) -> None:
   path = str(path)
   if _is_remote(path):
-    epath.Path(path).write_bytes(data)
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)  # no-op on object stores
+    target.write_bytes(data)
     return
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
@@ -93,11 +97,29 @@ def read_bytes(path: str) -> bytes:
     return f.read()
 
 
+def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
+  if src.is_dir():
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+      _copy_tree(child, dst / child.name)
+  else:
+    src.copy(dst, overwrite=True)
+
+
 def move(src: str, dst: str) -> None:
-  """Moves a file or directory tree to `dst` (its parent is created)."""
+  """Moves a file or directory tree to `dst` (its parent is created).
+
+  Object stores (gs://...) have no directory rename: a remote tree is
+  copied, then removed.
+  """
   if _is_remote(src) or _is_remote(dst):
-    epath.Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    epath.Path(src).rename(dst)
+    source, target = epath.Path(src), epath.Path(dst)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+      _copy_tree(source, target)
+      source.rmtree()
+    else:
+      source.rename(target)
     return
   os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
   os.replace(src, dst)

@@ -116,7 +116,7 @@ def main(argv) -> int:
   if results is not None:
     print(report.markdown(results, full=False))
     print(f'full report: {Workdir(workdir).report("results.md")}')
-  print(f'workdir: {os.path.abspath(workdir)}')
+  print(f'workdir: {workdir if "://" in workdir else os.path.abspath(workdir)}')
   return errors.EXIT_OK
 
 
