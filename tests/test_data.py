@@ -471,3 +471,14 @@ def test_class_sorted_folder_trains_on_mixed_batches(tmp_path, cache):
         config, 'train', batch_size=16, seed=seed, train=True)))
     counts = np.bincount(batch['label'], minlength=4)
     assert (counts > 0).sum() >= 3 and counts.max() <= 10, counts
+
+
+def test_unprepared_imagenet_names_the_data_dir_and_the_manual_download(
+    tmp_path):
+  config = _config(source='imagenet2012', data_dir=str(tmp_path))
+  with pytest.raises(data.DataError) as e:
+    data.dataset_info(config)
+  message = str(e.value)
+  assert "config.data.source='imagenet2012'" in message
+  assert str(tmp_path) in message and 'TFDS_DATA_DIR' in message
+  assert 'ILSVRC2012_img_train.tar' in message and '--manual_dir' in message

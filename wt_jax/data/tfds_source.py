@@ -17,8 +17,27 @@ from wt_jax.data.raw import fits_in_memory
 from wt_jax.data.raw import in_memory_examples
 from wt_jax.data.raw import source_error
 
+# Datasets TFDS cannot download: their archives must be fetched by hand.
+MANUAL_DOWNLOAD = {
+    'imagenet2012': 'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar '
+                    'from https://image-net.org',
+}
+
 VARIABLE_SIZE_RESOLUTION = 224  # native resolution of variable-size TFDS data
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _not_prepared(name: str, error: Exception) -> str:
+  """What to do when a TFDS dataset has no prepared data."""
+  base = name.split('/')[0].split(':')[0]
+  how = (f'download {MANUAL_DOWNLOAD[base]} into a manual_dir, then `tfds '
+         f'build {base} --manual_dir=<dir> --data_dir=<TFDS_DATA_DIR>`'
+         if base in MANUAL_DOWNLOAD else
+         f'prepare it with `tfds build {base} --data_dir=<TFDS_DATA_DIR>` on '
+         'a machine with internet access')
+  return (f'TFDS dataset is not prepared ({error}); {how}, and point '
+          'config.data.data_dir (or the TFDS_DATA_DIR environment variable) '
+          'at that data_dir')
 
 
 class TfdsSource:
@@ -68,8 +87,7 @@ class TfdsSource:
           read_config=tfds.ReadConfig(interleave_cycle_length=1),
           decoders={'image': tfds.decode.SkipDecoding()})
     except AssertionError as e:  # TFDS: 'could not find data in ...'
-      raise source_error(self._name,
-                          f'TFDS dataset is not prepared: {e}') from e
+      raise source_error(self._name, _not_prepared(self._name, e)) from e
     if start is not None:  # a mock (tfds.testing.mock_data) ignores slices
       ds = ds.take(stop - start)
     return ds.enumerate(start or 0).map(lambda i, ex: {
