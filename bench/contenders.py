@@ -42,8 +42,10 @@ import harness  # first: wt_jax's XLA:CPU default before jax
 import numpy as np  # pylint: disable=g-bad-import-order
 import references
 
+# The inputs of every contender; bench/accelerator_check.sh sets 224 / 1000
+# (ImageNet-sized steps) through the environment, which the workers inherit.
 NUM_CLASSES = references.NUM_CLASSES
-RESOLUTION = 32
+RESOLUTION = int(os.environ.get('WT_BENCH_RESOLUTION', 32))
 WEIGHT_DECAY = 5e-4
 DESCRIPTIONS = {
     'ours': 'ours: wt_jax `train.TrainStep`, float32, YNN off',
@@ -155,7 +157,7 @@ def build_ours(arch, width_mult, batch_size, dtype='float32', warmup=2,
   extra_loss, loss_fn = _hooks(widths, extra_loss_kind, loss_kind)
   t0 = time.perf_counter()
   step = train.TrainStep(
-      models.build_model(widths, NUM_CLASSES, train.COMPUTE_DTYPES[dtype]),
+      models.build_model(widths, NUM_CLASSES, models.DTYPES[dtype]),
       tc, mesh, seed=0, image_shape=(RESOLUTION, RESOLUTION, 3),
       total_steps=100_000, steps_per_epoch=390, loss_fn=loss_fn,
       extra_loss=extra_loss)
@@ -309,6 +311,10 @@ def build_pipeline(batch_size, drain=16, warm_epochs=1):
   dc.source = 'folder:' + cifar_folder()
   dc.augment = 'cifar'
   dc.resolution = 0
+  if RESOLUTION != 32:  # ImageNet-style: decode every JPEG each epoch,
+    # inception crop + flip at RESOLUTION (5% of the images: 2,250)
+    dc.update(resolution=RESOLUTION, augment='imagenet', cache=False,
+              sample_fraction=0.05)
   t0 = time.perf_counter()
   info = data.dataset_info(dc)
   mesh = train.make_mesh(jax.devices()[:1])

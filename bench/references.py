@@ -8,9 +8,11 @@ Each imports its framework itself: a worker loads only the one it measures.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
-NUM_CLASSES = 10
+# Classes of the synthetic task; bench/accelerator_check.sh sets 1000.
+NUM_CLASSES = int(os.environ.get('WT_BENCH_CLASSES', 10))
 
 
 def flax_resnet(widths, dtype, padding='SAME'):
