@@ -5,6 +5,10 @@
     collectives over gloo). Trains `config(...)` and writes OUT/result<ID>.json
     and OUT/params<ID>.npz (the params after the last step).
 
+  python tests/_two_process_worker.py chain PORT PROCESS_ID OUT WORKDIR
+    One of two processes running the whole pipeline on `chain_config()`;
+    process 0 writes OUT/chain.json (the report).
+
   python tests/_two_process_worker.py kill WORKDIR KILL_STEP
     Trains `config(...)` in WORKDIR and SIGKILLs itself at step KILL_STEP,
     once the checkpoint of step KILL_STEP - 1 is committed.
@@ -79,6 +83,36 @@ def _two_process(port, process_id, out, workdir):
   jax.distributed.shutdown()
 
 
+def chain_config():
+  """The whole chain on digits, small: MorphNet, transfer, two arms."""
+  c = config()
+  c.train.num_steps = 6
+  c.train.checkpoint_every = 3
+  c.morphnet.num_steps = 6
+  c.morphnet.export_every = 3
+  c.morphnet.lr = 0.4
+  c.projection.width_mult = 0.5
+  c.projection.depth_mult = 0.5
+  c.transfer.divisor = 2
+  c.transfer.min_width = 2
+  return c
+
+
+def _chain(port, process_id, out, workdir):
+  """One of two processes running `pipeline.run(chain_config())`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}',
+                             num_processes=2, process_id=process_id,
+                             cluster_detection_method='deactivate',
+                             initialization_timeout=60)
+  from wt_jax import pipeline  # pylint: disable=g-import-not-at-top
+  result = pipeline.run(chain_config(), workdir)
+  if process_id == 0:
+    with open(os.path.join(out, 'chain.json'), 'w') as f:
+      json.dump(result, f)
+  jax.distributed.shutdown()
+
+
 def _kill(workdir, kill_step):
   from wt_jax import train  # pylint: disable=g-import-not-at-top
   committed = os.path.join(workdir, 'checkpoints', str(kill_step - 1))
@@ -101,6 +135,8 @@ if __name__ == '__main__':
       __file__))))
   if sys.argv[1] == 'two_process':
     _two_process(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+  elif sys.argv[1] == 'chain':
+    _chain(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
   elif sys.argv[1] == 'kill':
     _kill(sys.argv[2], int(sys.argv[3]))
   else:

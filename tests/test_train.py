@@ -22,6 +22,7 @@ import _two_process_worker as worker  # pylint: disable=g-import-not-at-top,g-ba
 from wt_jax import cost
 from wt_jax import defaults
 from wt_jax import models
+from wt_jax import pipeline
 from wt_jax import train
 from wt_jax import widths as W
 
@@ -475,6 +476,48 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
   assert [r['kind'] for r in _records(str(workdir))].count('final') == 1
   assert sorted(os.listdir(workdir / 'checkpoints')) == [
       '4', '8', 'structure.json']
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_chain_like_one_process(tmp_path, monkeypatch):
+  """The whole pipeline (MorphNet, transfer, two trained arms) in two
+  jax.distributed processes, each reading its own block: the same widths
+  and metrics as one process fed the same global batches."""
+  out_dir, workdir = tmp_path / 'out', tmp_path / 'work'
+  out_dir.mkdir()
+  port = _free_port()
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=(
+      '--xla_force_host_platform_device_count=4 '
+      '--xla_cpu_experimental_ynn_fusion_type='))
+  procs = [subprocess.Popen(
+      [sys.executable, WORKER, 'chain', str(port), str(i), str(out_dir),
+       str(workdir)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  original = train.batches.local_train_batches
+
+  def both_blocks(data_config, *, batch_size, seed, start_step, process_index,
+                  process_count):
+    parts = [original(data_config, batch_size=batch_size, seed=seed,
+                      start_step=start_step, process_index=i, process_count=2)
+             for i in range(2)]
+    for a, b in zip(*parts):
+      yield {k: np.concatenate([a[k], b[k]]) for k in a}
+
+  monkeypatch.setattr(train.batches, 'local_train_batches', both_blocks)
+  ref = pipeline.run(worker.chain_config(), str(tmp_path / 'ref'))
+  logs = [p.communicate(timeout=400)[0] for p in procs]
+  for i, p in enumerate(procs):
+    assert p.returncode == 0, f'process {i}:\n{logs[i][-4000:]}'
+  with open(out_dir / 'chain.json') as f:
+    two = json.load(f)
+  assert two['arms'].keys() == ref['arms'].keys() == {'uniform',
+                                                       'transferred'}
+  for arm in ref['arms']:
+    assert two['arms'][arm]['widths'] == ref['arms'][arm]['widths'], arm
+    np.testing.assert_allclose(two['arms'][arm]['top1'],
+                               ref['arms'][arm]['top1'], atol=1 / 360 + 1e-9)
+  assert two['overhead']['projected_cost'] == ref['overhead'][
+      'projected_cost']
 
 
 def test_maybe_initialize_distributed_is_off_by_default(monkeypatch):

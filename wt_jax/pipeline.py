@@ -23,6 +23,8 @@ import time
 from typing import Callable, Optional
 
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
 import psutil
 
 from wt_jax import architectures
@@ -266,12 +268,21 @@ def run_step(r: Run, step: Step) -> bool:
   return True
 
 
+def _barrier(name: str) -> None:
+  """Multi-host: every process waits here until all have arrived, so what
+  process 0 wrote (a step's outputs, its fingerprint) is there for all."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
 def _run_stage(r: Run, name: str) -> bool:
   """Runs a stage's steps; True if any of them computed anything."""
   computed = False
   for step in STAGES[name].steps(r):
     try:
+      _barrier(f'before {step.key}')
       computed |= run_step(r, step)
+      _barrier(f'after {step.key}')
     except NonFiniteLossError as e:
       raise NonFiniteLossError(e.step, e.value, (
           f'stage {step.key}: {e} Lower {STAGES[name].lr_field(r.config)} or '
