@@ -157,28 +157,28 @@ class _ResBlock(_Net):
 
 class _BasicBlock(_ResBlock):
 
-  @nn.compact
-  def __call__(self, x, train, masks):
-    stream = f'stage{self.stage}'
-    y = self.conv_bn(x, self.group('conv1'), 'conv1', 'bn1', kernel=3,
-                     stride=self.stride, train=train, masks=masks)
-    y = self.conv_bn(y, stream, 'conv2', 'bn2', kernel=3, stride=1,
-                     train=train, masks=masks, act=False)
-    return self.residual(x, y, train, masks)
-
-
-class _Bottleneck(_ResBlock):
+  def chain(self):
+    """(group, kernel, stride) of each conv, in order (the `architectures`
+    layer order: the last conv writes the stream, without activation)."""
+    return ((self.group('conv1'), 3, self.stride),
+            (f'stage{self.stage}', 3, 1))
 
   @nn.compact
   def __call__(self, x, train, masks):
-    stream = f'stage{self.stage}'
-    y = self.conv_bn(x, self.group('conv1'), 'conv1', 'bn1', kernel=1,
-                     stride=1, train=train, masks=masks)
-    y = self.conv_bn(y, self.group('conv2'), 'conv2', 'bn2', kernel=3,
-                     stride=self.stride, train=train, masks=masks)
-    y = self.conv_bn(y, stream, 'conv3', 'bn3', kernel=1, stride=1,
-                     train=train, masks=masks, act=False)
+    y, convs = x, self.chain()
+    for i, (group, kernel, stride) in enumerate(convs, start=1):
+      y = self.conv_bn(y, group, f'conv{i}', f'bn{i}', kernel=kernel,
+                       stride=stride, train=train, masks=masks,
+                       act=i < len(convs))
     return self.residual(x, y, train, masks)
+
+
+class _Bottleneck(_BasicBlock):
+  """torchvision v1.5: the stride sits on the 3x3 conv."""
+
+  def chain(self):
+    return ((self.group('conv1'), 1, 1), (self.group('conv2'), 3, self.stride),
+            (f'stage{self.stage}', 1, 1))
 
 
 class MobileNetV2(_Net):

@@ -41,6 +41,12 @@ ARMS = ('transferred', 'uniform', 'direct')  # trained arms, in stage order
 REPORT_FILES = ('results.json', 'results.md', 'widths.png', 'overhead.png')
 
 
+def _known(name: str, known, what: str) -> str:
+  if name not in known:
+    raise KeyError(f'unknown {what} file {name!r}; known: {", ".join(known)}')
+  return name
+
+
 @dataclasses.dataclass(frozen=True)
 class Workdir:
   """The layout of one run's output directory (local or gs://...)."""
@@ -54,10 +60,7 @@ class Workdir:
     return self.path('config.json')
 
   def widths(self, name: str) -> str:
-    if name not in WIDTH_FILES:
-      raise KeyError(f'unknown width file {name!r}; known: '
-                     f'{", ".join(WIDTH_FILES)}')
-    return self.path('widths', f'{name}.json')
+    return self.path('widths', f'{_known(name, WIDTH_FILES, "width")}.json')
 
   def optimize(self, direct: bool = False) -> str:
     """The width optimizer's directory (projected, or direct)."""
@@ -76,10 +79,7 @@ class Workdir:
 
   def report(self, name: str) -> str:
     """One of the report's files (`REPORT_FILES`)."""
-    if name not in REPORT_FILES:
-      raise KeyError(f'unknown report file {name!r}; known: '
-                     f'{", ".join(REPORT_FILES)}')
-    return self.path(name)
+    return self.path(_known(name, REPORT_FILES, 'report'))
 
 
 class Lock:
