@@ -51,6 +51,7 @@ from wt_jax.train import records
 from wt_jax.train.sharding import make_mesh
 from wt_jax.train.sharding import to_host
 from wt_jax.train.step import ExtraLoss
+from wt_jax.train.step import ExtraParams
 from wt_jax.train.step import LossFn
 from wt_jax.train.step import TrainState
 from wt_jax.train.step import TrainStep
@@ -111,6 +112,7 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
                        data_config=None, train_config=None, seed=None,
                        extra_loss: Optional[ExtraLoss] = None,
                        loss_fn: Optional[LossFn] = None,
+                       extra_params: Optional[ExtraParams] = None,
                        callback: Optional[Callback] = None, callback_every=0,
                        eval_split: str = 'test') -> dict[str, Any]:
   """Trains `build_model(widths)` and returns its final metrics.
@@ -122,7 +124,8 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
       resumes from its latest checkpoint. None: no files, no checkpoints.
     data_config, train_config, seed: default `config.data`, `config.train`
       (the full block), `config.seed`.
-    extra_loss, loss_fn: the step's hooks (`step.ExtraLoss`, `step.LossFn`).
+    extra_loss, loss_fn, extra_params: the step's hooks (`step.ExtraLoss`,
+      `step.LossFn`, `step.ExtraParams`).
     callback, callback_every: see the module docstring; the state is donated
       to the next step, so copy what you keep (`jax.device_get`, `to_host`).
     eval_split: 'test' or 'val'.
@@ -146,7 +149,7 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
       model, train_config, mesh, seed=seed,
       image_shape=(info.resolution, info.resolution, info.channels),
       total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
-      loss_fn=loss_fn, extra_loss=extra_loss)
+      loss_fn=loss_fn, extra_loss=extra_loss, extra_params=extra_params)
   ckpts = checkpoints.for_workdir(workdir, train_config.keep_checkpoints)
   state, progress = checkpoints.restore_or_init(ckpts, train_step, widths,
                                                 info.num_classes)
