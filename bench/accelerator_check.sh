@@ -20,7 +20,8 @@
 #      images per second step 2 consumes;
 #   4. CIFAR-10 ResNet-20: uniform vs compound-transferred, 3 seeds, short;
 #   5. results/gpu.md (or the dry run's folder) from the pieces.
-# Assumes: the repository installed (`pip install -e .`), run from anywhere;
+# Assumes: the repository installed (`pip install -e .`) in the Python that
+# PYTHON names (default python3, e.g. PYTHON=.venv/bin/python), run from anywhere;
 # ../shared/data/cifar10_jpeg.zip beside the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."

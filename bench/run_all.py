@@ -32,8 +32,8 @@ import rendering as R
 from wt_jax import files
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
-SCRIPTS = ('train_throughput', 'morphnet_step', 'autoslim_step', 'overhead',
-           'trace_time')
+SCRIPTS = ('train_throughput', 'morphnet_step', 'autoslim_step', 'dmcp_step',
+           'overhead', 'trace_time')
 READING = '## Reading'
 
 
@@ -79,6 +79,13 @@ def _other_rows(results) -> list[list]:
                  '~3-4 (expected)',
                  'as expected' if 2.85 <= r['ratio'] <= 4.4 else
                  'outside ~3-4'])
+  if results.get('dmcp_step'):
+    r = results['dmcp_step']['reading']
+    rows.append(['DMCP weight step / plain step', f'{r["weight"]:.2f}',
+                 'reported', 'sandwich, as AutoSlim'])
+    rows.append(['DMCP architecture step / plain step', f'{r["arch"]:.2f}',
+                 '~0.67 (analytic)', f'CPU-time ratio {r["arch_cpu"]:.2f}; '
+                 f'full DMCP step / plain {r["dmcp"]:.2f}'])
   o = results.get('overhead', {})
   if o.get('analytic'):
     c = o['analytic']['compound (all four)']['cost_ratio']

@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer_module = ''
   c.morphnet = morphnet()
   c.autoslim = autoslim()
+  c.dmcp = dmcp()
   c.projection = projection()
   c.transfer = transfer()
   c.stages = ('optimize', 'transfer', 'train_transferred', 'train_uniform',
@@ -154,6 +155,48 @@ def autoslim() -> ml_collections.ConfigDict:
   c.calib_batches = 10  # train batches (config.train.batch_size) for BN
   c.eval_batches = 10  # val batches (config.train.eval_batch_size); 0 = all
   c.candidate_batch = 0  # candidates per vmapped call; 0 = all units at once
+  return c
+
+
+def dmcp() -> ml_collections.ConfigDict:
+  """The `config.dmcp` block (wt_jax/dmcp/ documents the method)."""
+  c = ml_collections.ConfigDict()
+  # Training (config.train's recipe otherwise: schedule, warm-up, batch
+  # size, weight decay, label smoothing).
+  c.epochs = 5.0
+  c.num_steps = 0  # > 0 overrides epochs
+  c.lr = 0.0  # base_lr of the weights; 0 = config.train.base_lr
+  # Sub-groups per unit: int(group_fraction x its width) channels each (at
+  # least 1), the first max(min_width, ceil(min_fraction x width)) or more
+  # channels always kept (the reference: 10% steps, 10% minimum).
+  c.group_fraction = 0.1
+  c.min_fraction = 0.1
+  c.min_width = 4
+  # Weight steps: the sandwich rule (full + smallest + num_random random
+  # sub-networks) with in-place distillation (False: all on the labels).
+  c.num_random = 2
+  c.inplace_distillation = True
+  # A random sub-network is drawn uniformly from the grid with a probability
+  # that is 1 in the warm-up and then multiplied by uniform_decay every 10
+  # architecture steps per random sub-network (first at the first one), else
+  # from the Markov chain (the reference: 0.9999; 1 = always uniform, 0 =
+  # always from the chain after the warm-up).
+  c.uniform_decay = 0.9999
+  # The first warmup_fraction of the steps trains the weights only; then
+  # every step also updates the architecture parameters (the reference: 0.5).
+  c.warmup_fraction = 0.5
+  # The architecture parameters' SGD: arch_lr (absolute, not scaled by the
+  # batch size), cosine to arch_min_lr over the architecture phase; the
+  # train recipe's momentum and Nesterov, no weight decay.
+  c.arch_lr = 0.5
+  c.arch_min_lr = 0.1
+  # FLOPs loss: flops_loss_weight x the two-sided log loss of the expected
+  # MACs toward target_fraction x the starting MACs.
+  c.flops_loss_weight = 0.1
+  c.target_fraction = 0.5
+  c.expand_to = 0.0  # > 0: FLOPs-match the result to this x the start MACs
+  c.export_every = 50  # steps between records of the chain (history.json)
+  c.calib_batches = 10  # > 0: the deciding net's val top-1 after BN recalib.
   return c
 
 

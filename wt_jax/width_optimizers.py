@@ -5,7 +5,8 @@ Every width optimizer is a function
     optimize(config, problem, workdir) -> result.OptimizeResult
 
 * `config`: the whole run config; the optimizer reads its own block
-  (`config.morphnet`, `config.autoslim`) and `config.train` for the rest;
+  (`config.morphnet`, `config.autoslim`, `config.dmcp`) and `config.train`
+  for the rest;
 * `problem`: the `problem.Problem` to optimize (the projected one, or the
   original for a direct run): `problem.widths` is the starting network,
   `problem.data` its data config, and `resolution`, `num_classes`,
@@ -36,6 +37,7 @@ from typing import Callable, Optional
 
 from wt_jax import autoslim
 from wt_jax import cost
+from wt_jax import dmcp
 from wt_jax import extrapolate
 from wt_jax import morphnet
 from wt_jax import result as result_lib
@@ -60,6 +62,10 @@ REGISTRY: dict[str, WidthOptimizer] = {
     'autoslim': WidthOptimizer(
         autoslim.optimize, autoslim.validate,
         lambda config: ('config.autoslim.lr' if config.autoslim.lr > 0 else
+                        'config.train.base_lr')),
+    'dmcp': WidthOptimizer(
+        dmcp.optimize, dmcp.validate,
+        lambda config: ('config.dmcp.lr' if config.dmcp.lr > 0 else
                         'config.train.base_lr')),
 }
 

@@ -36,17 +36,27 @@ def _masked_mean(values, mask):
   return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-def _student_counts(space: SlimSpace, num_random: int, rng: jax.Array):
-  """[1 + num_random, groups] kept counts: the smallest, then random widths."""
+def _student_counts(space: SlimSpace, num_random: int, random_levels):
+  """[1 + num_random, groups] kept counts: the smallest, then random widths
+  (`random_levels`: [num_random, units] grid levels)."""
   levels = [jnp.asarray(space.min_levels)[None]]
   if num_random:
-    keys = jax.random.split(rng, num_random)
-    levels.append(jax.vmap(space.sample_levels)(keys))
+    levels.append(jnp.asarray(random_levels, jnp.int32))
   return space.jnp_counts(jnp.concatenate(levels))
 
 
+def _uniform_levels(space: SlimSpace, num_random: int):
+  """The default `sample_random`: one uniform grid level per unit."""
+
+  def sample(params, batch, rng):
+    del params, batch
+    return jax.vmap(space.sample_levels)(jax.random.split(rng, num_random))
+
+  return sample
+
+
 def make_sandwich_loss(space: SlimSpace, num_random: int = 2,
-                       inplace_distillation: bool = True):
+                       inplace_distillation: bool = True, sample_random=None):
   """The sandwich rule as a `train.LossFn`.
 
   loss = CE(full, labels) + sum over the smallest and `num_random` random
@@ -56,8 +66,13 @@ def make_sandwich_loss(space: SlimSpace, num_random: int = 2,
   `full_loss`, `student_loss` (summed over students), `min_accuracy`
   (smallest width), `sandwich_macs` (MACs of all widths of this step / full
   MACs).
+
+  `sample_random(params, batch, rng) -> [num_random, units]` grid levels of
+  the random widths (traceable); default: uniform per unit
+  (`SlimSpace.sample_levels`). DMCP draws some from its Markov chain.
   """
   num_random = int(num_random)
+  sample_random = sample_random or _uniform_levels(space, num_random)
   full_macs = float(space.macs(space.widths.array()))
 
   def loss_fn(model, params, batch_stats, batch, rng, train_config):
@@ -74,7 +89,8 @@ def make_sandwich_loss(space: SlimSpace, num_random: int = 2,
       target = jax.nn.softmax(jax.lax.stop_gradient(logits))
     else:
       target = labels
-    counts = _student_counts(space, num_random, rng)  # [students, groups]
+    counts = _student_counts(space, num_random, sample_random(
+        params, batch, rng) if num_random else None)  # [students, groups]
     # One pass per student, unrolled: under jax.vmap the weight gradient of a
     # conv whose input and output gradient are both batched becomes a grouped
     # convolution, 2-3x slower on XLA:CPU than separate convolutions.

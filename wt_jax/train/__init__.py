@@ -12,6 +12,8 @@ Hooks
   sharded step (MorphNet's FLOPs regularizer); logged as `extra_loss`.
 * `loss_fn` (`LossFn`): replaces the per-batch loss (AutoSlim's sandwich
   rule); its metrics are logged as `train_<name>`.
+* `extra_params` (`ExtraParams`): one more top-level entry of the params
+  tree with its own optax transform (DMCP's architecture parameters).
 * `callback(step, state) -> dict | None`: on the host every
   `callback_every` steps and after the last; `{'stop_training': True}` ends
   training after that step.
@@ -72,13 +74,15 @@ from wt_jax.train.sharding import replicate
 from wt_jax.train.sharding import replicated
 from wt_jax.train.sharding import to_host
 from wt_jax.train.step import ExtraLoss
+from wt_jax.train.step import ExtraParams
 from wt_jax.train.step import LossFn
 from wt_jax.train.step import TrainState
 from wt_jax.train.step import TrainStep
 
 __all__ = [
     'Callback', 'CheckpointMismatchError', 'Evaluator',
-    'ExtraLoss', 'LossFn', 'METRICS_FILE', 'NonFiniteLossError', 'SCHEDULES',
+    'ExtraLoss', 'ExtraParams', 'LossFn', 'METRICS_FILE',
+    'NonFiniteLossError', 'SCHEDULES',
     'STRUCTURE_FILE', 'TrainState', 'TrainStep', 'batch_sharding',
     'check_structure', 'compute_dtype', 'cross_entropy_loss',
     'derive_train_config', 'epoch_seed', 'evaluate_recalibrated',

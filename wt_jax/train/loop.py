@@ -50,6 +50,7 @@ from wt_jax.train import records
 from wt_jax.train.sharding import make_mesh
 from wt_jax.train.sharding import to_host
 from wt_jax.train.step import ExtraLoss
+from wt_jax.train.step import ExtraParams
 from wt_jax.train.step import LossFn
 from wt_jax.train.step import TrainState
 from wt_jax.train.step import TrainStep
@@ -110,6 +111,7 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
                        data_config=None, train_config=None, seed=None,
                        extra_loss: Optional[ExtraLoss] = None,
                        loss_fn: Optional[LossFn] = None,
+                       extra_params: Optional[ExtraParams] = None,
                        callback: Optional[Callback] = None, callback_every=0,
                        eval_split: str = 'test') -> dict[str, Any]:
   """Trains `build_model(widths)` and returns its final metrics.
@@ -117,13 +119,13 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
   `workdir` holds checkpoints, metrics.jsonl and TensorBoard summaries (a
   re-run resumes; None: none). `data_config`, `train_config` (the full
   block) and `seed` default to `config.data`, `config.train`,
-  `config.seed`; `extra_loss`/`loss_fn` are the step's hooks, `callback`
-  runs every `callback_every` steps (see the module docstring; the state
-  is donated to the next step: copy what you keep). Returns top1, top5,
-  eval_loss on `eval_split`, num_eval_examples, the last logged train
-  metrics, steps, examples_seen, wall_time_s (the loop without evaluations,
-  all runs), img_per_s, train_macs, macs, params, lr, stopped_early and
-  time_parts (`records.Clock.time_parts`).
+  `config.seed`; `extra_loss`, `loss_fn` and `extra_params` are the step's
+  hooks; `callback` runs every `callback_every` steps (see the module
+  docstring; the state is donated to the next step: copy what you keep).
+  Returns top1, top5, eval_loss on `eval_split`, num_eval_examples, the
+  last logged train metrics, steps, examples_seen, wall_time_s (the loop
+  without evaluations, all runs), img_per_s, train_macs, macs, params, lr,
+  stopped_early and time_parts (`records.Clock.time_parts`).
   """
   t_enter = time.perf_counter()
   data_config = config.data if data_config is None else data_config
@@ -138,7 +140,7 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
       model, train_config, mesh, seed=seed,
       image_shape=(info.resolution, info.resolution, info.channels),
       total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
-      loss_fn=loss_fn, extra_loss=extra_loss)
+      loss_fn=loss_fn, extra_loss=extra_loss, extra_params=extra_params)
   ckpts = checkpoints.for_workdir(workdir, train_config.keep_checkpoints)
   state, progress = checkpoints.restore_or_init(ckpts, train_step, widths,
                                                 info.num_classes)

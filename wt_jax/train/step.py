@@ -1,9 +1,9 @@
 """The train state and the jitted, sharded train step (`TrainStep`).
 
 `TrainStep(model, train_config, mesh, seed, image_shape, total_steps,
-steps_per_epoch, loss_fn=None, extra_loss=None)` is everything one SGD step
-of `config.train`'s recipe needs, built once and reused by the loop, the
-benchmarks and the tests:
+steps_per_epoch, loss_fn=None, extra_loss=None, extra_params=None)` is
+everything one SGD step of `config.train`'s recipe needs, built once and
+reused by the loop, the benchmarks and the tests:
 
     step = TrainStep(model, config.train, mesh, seed=0, image_shape=(32, 32,
                      3), total_steps=1000, steps_per_epoch=390)
@@ -11,13 +11,17 @@ benchmarks and the tests:
     for batch in batches:  # global arrays, `sharding.global_batch`
       state = step(state, batch)
 
-Hooks (both traced inside the one jitted, sharded step)
--------------------------------------------------------
+Hooks (all traced inside the one jitted, sharded step)
+------------------------------------------------------
 * `extra_loss(params) -> scalar` is added to the objective (MorphNet's FLOPs
   regularizer); its mean is logged as `extra_loss`.
 * `loss_fn` (a `LossFn`) replaces the per-batch loss (default
   `recipe.cross_entropy_loss`; AutoSlim's sandwich rule: several masked
   forward passes + distillation).
+* `extra_params` (`ExtraParams`): parameters trained beside the model's, as
+  one more top-level entry of the params tree with its own optax transform
+  (DMCP's architecture parameters); Flax ignores the entry when it applies
+  the model, and `loss_fn` reads it from `params`.
 
 Sharding (no pmap)
 ------------------
@@ -59,7 +63,8 @@ from wt_jax.train.sharding import to_host
 #     -> (loss, (new_batch_stats, metrics))`:
 # the per-batch training loss, traced inside the jitted, sharded train step.
 # `model` is the Flax module, `batch` a dict of global (sharded) arrays
-# {'image', 'label', 'mask'}, `rng` a PRNG key unique to the step,
+# {'image', 'label', 'mask'} plus 'step' (int32 scalar: the updates done
+# before this one), `rng` a PRNG key unique to the step,
 # `train_config` the plain (static) `config.train`. `loss` is a float32
 # scalar, `new_batch_stats` the updated BN statistics (same structure as
 # `batch_stats`), `metrics` a dict of float32 scalars (batch means), averaged
@@ -68,6 +73,18 @@ LossFn = Callable[..., tuple[jax.Array, tuple[Any, Mapping[str, jax.Array]]]]
 # `extra_loss(params) -> scalar`, added to the objective.
 ExtraLoss = Callable[[Any], jax.Array]
 RESERVED_METRICS = ('loss', 'extra_loss', 'count')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ExtraParams:
+  """Parameters trained beside the model's, in the same step.
+
+  `params[name]` holds `init()` (called inside the jitted init); `tx` updates
+  that entry, the recipe's SGD (`recipe.make_sgd`) the model's entries.
+  """
+  name: str
+  init: Callable[[], Any]
+  tx: optax.GradientTransformation
 
 
 @flax.struct.dataclass
@@ -100,6 +117,7 @@ class TrainStep:
     total_steps, steps_per_epoch: for the learning rate schedule.
     loss_fn: the per-batch `LossFn`; None: `recipe.cross_entropy_loss`.
     extra_loss: `params -> scalar` added to the objective, or None.
+    extra_params: an `ExtraParams` entry of the params tree, or None.
   """
   model: Any
   train_config: Any
@@ -110,6 +128,7 @@ class TrainStep:
   steps_per_epoch: float
   loss_fn: Optional[LossFn] = None
   extra_loss: Optional[ExtraLoss] = None
+  extra_params: Optional[ExtraParams] = None
 
   @functools.cached_property
   def schedule(self) -> optax.Schedule:
@@ -118,7 +137,20 @@ class TrainStep:
 
   @functools.cached_property
   def tx(self) -> optax.GradientTransformation:
-    return recipe.make_sgd(self.train_config, self.schedule)
+    sgd = recipe.make_sgd(self.train_config, self.schedule)
+    extra = self.extra_params
+    if extra is None:
+      return sgd
+    return optax.multi_transform(
+        {'model': sgd, 'extra': extra.tx},
+        lambda params: {k: 'extra' if k == extra.name else 'model'
+                        for k in params})
+
+  def _with_extra(self, params, call=lambda init: init()):
+    """The model's params plus the `extra_params` entry (`call(init)`)."""
+    if self.extra_params is None:
+      return params
+    return {**params, self.extra_params.name: call(self.extra_params.init)}
 
   @property
   def per_batch_loss(self) -> LossFn:
@@ -129,9 +161,12 @@ class TrainStep:
     """Names of the summed metrics (from an abstract trace of the loss)."""
     shape = tuple(self.image_shape)
     variables = jax.eval_shape(lambda: _variables(self.model, shape, 0))
+    variables = {**variables, 'params': self._with_extra(
+        variables['params'], jax.eval_shape)}
     batch = {'image': jax.ShapeDtypeStruct((2,) + shape, jnp.float32),
              'label': jax.ShapeDtypeStruct((2,), jnp.int32),
-             'mask': jax.ShapeDtypeStruct((2,), jnp.float32)}
+             'mask': jax.ShapeDtypeStruct((2,), jnp.float32),
+             'step': jax.ShapeDtypeStruct((), jnp.int32)}
     _, (_, metrics) = jax.eval_shape(
         lambda v, b: self.per_batch_loss(
             self.model, v['params'], v['batch_stats'], b,
@@ -145,7 +180,7 @@ class TrainStep:
 
   def _init_fn(self) -> TrainState:
     variables = _variables(self.model, self.image_shape, self.seed)
-    params = variables['params']
+    params = self._with_extra(variables['params'])
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         batch_stats=variables.get('batch_stats', {}),
@@ -186,7 +221,8 @@ class TrainStep:
 
   def _objective(self, params, state: TrainState, batch, rng):
     loss, (new_bs, metrics) = self.per_batch_loss(
-        self.model, params, state.batch_stats, batch, rng, self.train_config)
+        self.model, params, state.batch_stats, {**batch, 'step': state.step},
+        rng, self.train_config)
     extra = (jnp.asarray(self.extra_loss(params), jnp.float32)
              if self.extra_loss is not None else jnp.zeros((), jnp.float32))
     return loss + extra, (new_bs, metrics, extra)

@@ -1,0 +1,302 @@
+"""DMCP (Guo, Wang, Li, Yan, CVPR 2020): Differentiable Markov Channel Pruning.
+
+A width optimizer: `optimize(config, problem, workdir) -> OptimizeResult`,
+configured by `config.dmcp` (fields and defaults: `defaults.dmcp()`, checked
+by `validate`). Our own implementation in JAX; the facts below are those of
+the reference code (github.com/Zx55/dmcp, PyTorch), file by file.
+
+The method, as the reference does it
+------------------------------------
+* Sub-groups (models/dmcp/alpha_op.py, `AlphaLayer._get_ch_indice`, with
+  `width: [0.1, 1.0, 0.1]` in config/*/dmcp.yaml): a layer of C channels has
+  (1.0 - 0.1) / 0.1 = 9 ordered sub-groups of int(0.1 x C) channels; the
+  remaining C - 9 x int(0.1 C) (about 10%) are always kept (`alpha0` = 1).
+  One alpha per sub-group, initialized to 0.
+* Transitions (alpha_op.py, `prob_type: sigmoid` in every dmcp.yaml):
+  P(keep sub-group j | j - 1 kept) = sigmoid(alpha_j); marginals
+  m_j = cumprod (`get_marginal_prob`); E[channels] = min_ch + group_size x
+  sum_j m_j (`expected_channel`).
+* Architecture forward (alpha_op.py `forward`, dmcp_resnet.py,
+  dmcp_mobilenet.py, with `alpha_training`): each sub-group's channels are
+  multiplied by its marginal, after the BN (ResNet: before the ReLU;
+  MobileNetV2: after it); the channels of a residual stream share one alpha
+  (the projection block's; identity blocks reuse their input's), and a
+  depthwise conv uses its expansion's.
+* Expected FLOPs (dmcp_resnet.py / dmcp_mobilenet.py `expected_flops`,
+  models/dmcp/utils.py `conv_compute_flops`): per conv
+  k x k x H_out x W_out x E[c_in] x E[c_out] (depthwise: x E[c]), in MFLOPs.
+* FLOPs loss (utils/loss_fn.py `flop_loss`, `floss_type: log_l1`,
+  `flop_loss_weight: 0.1`, target from the command line `--flops`): two-sided
+  log: log|E - t| below 0.95 t, 0 in [0.95 t, t), log(E - 0.95 t) above
+  (a factor 0.1 inside the log when |E - t| > 200 MFLOPs changes the value
+  only).
+* Schedule (utils/tools.py `get_data_loader`, runner/dmcp_runner.py): the
+  first half of the iterations trains the weights only (`arch.start_train =
+  max_iter // 2`, the warm-up); then every iteration (`train_freq: 1`) does
+  a weight step and then an architecture step on the same batch.
+* Weight step (runner/us_runner.py `_train_one_batch`, dmcp.yaml
+  `sample_type: [max, min, scheduled_random, scheduled_random]`): the
+  sandwich rule with in-place distillation (KL at temperature 1 from the
+  full network's detached output, no hard labels): the full, the smallest
+  and 2 random sub-networks; 'scheduled_random' draws a random per-layer
+  width with a probability starting at 1 and multiplied by 0.9999 every 10
+  iterations, else samples the Markov chain (`direct_sampling`).
+* Architecture step (dmcp_runner.py): the full network with marginal
+  scaling, CE on the labels + the FLOPs loss, an SGD step of the alphas
+  only (the weights' gradients are discarded).
+* Learning rates (config/res18/dmcp.yaml, utils/tools.py, utils/
+  lr_scheduler.py): weights SGD Nesterov momentum 0.9, lr 0.5 cosine to
+  0.08, weight decay 1e-4 (none on BN and biases); alphas a separate SGD
+  (same momentum, Nesterov, no weight decay), lr 0.5 held through the
+  warm-up, then cosine to 0.1.
+* Result (models/dmcp/utils.py `sample_model`, README: the retrain uses
+  `model_sample/expected_ch`): "expected sampling", per layer
+  round(E[channels] - 1e-4) channels (alpha_op.py `expected_sampling`); the
+  direct samples it also draws are not used.
+
+Ours
+----
+* `chain` (`Chain`, `make_chain`): the chain per unit of identity-tied
+  groups (the reference's shared stream alphas), sub-groups of
+  `group_fraction` (int(group_fraction x C), at least 1 channel) down to
+  max(min_width, ceil(min_fraction x C)) channels; expected channels and the
+  expected MACs through the layer graph `cost` uses (`graph.LayerGraph
+  .macs`, the same closed form; MACs, no FC bias), masks, sampling, the
+  result rule.
+* `loss` (`make_dmcp_loss`): the weight step (AutoSlim's sandwich loss, its
+  random draws DMCP's variant sampling) and the architecture step in one
+  `train.LossFn`, inside the one jitted, sharded train step; the alphas are
+  the params entry `params['dmcp']['alpha']` with their own optax SGD
+  (`train.ExtraParams`). Both updates use the step's starting weights (the
+  reference's architecture step sees the weights after that iteration's
+  weight step: one step of lag). In the warm-up a `lax.cond` skips the
+  architecture pass, except on CPU, where it runs and is zeroed (XLA:CPU
+  runs a conditional's branch ~5x slower than the same ops outside one).
+  The architecture pass's BN statistics are discarded; masks scale the BN
+  output before the activation in both families (MobileNetV2's reference
+  scales after ReLU6).
+* `history` (`Exporter`, `train_costs`): the learned chain every
+  `export_every` steps in history.json; the cost accounting.
+* The FLOPs loss is in fractions of the start MACs, with the target
+  `target_fraction` x start MACs; the weights' learning rate follows
+  `config.train`'s schedule (cosine to 0) at `dmcp.lr`; the alphas' is
+  absolute (not scaled by the batch size), as the reference's.
+
+`optimize` trains in `workdir/train` (resumable from its checkpoints),
+returns the width vector of the learned chain (a FLOPs match to `expand_to`
+x the start MACs is the registry's), and measures the deciding net: that
+width vector as a masked sub-network of the trained weights, on 'val' after
+BN recalibration (`val_top1_recalibrated`; not charged: it decides nothing).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from absl import logging
+import jax
+import numpy as np
+
+from wt_jax import cost
+from wt_jax import data
+from wt_jax import models
+from wt_jax import result
+from wt_jax import train
+from wt_jax import validation
+from wt_jax.dmcp.chain import Chain
+from wt_jax.dmcp.chain import chain_from_config
+from wt_jax.dmcp.chain import make_chain
+from wt_jax.dmcp.chain import sub_groups
+from wt_jax.dmcp.history import Exporter
+from wt_jax.dmcp.history import train_costs
+from wt_jax.dmcp.loss import arch_params
+from wt_jax.dmcp.loss import FixedMasks
+from wt_jax.dmcp.loss import flops_loss
+from wt_jax.dmcp.loss import make_dmcp_loss
+from wt_jax.dmcp.loss import PARAMS_ENTRY
+from wt_jax.dmcp.loss import skips_by_cond
+from wt_jax.problem import Problem
+from wt_jax.train.recipe import num_train_steps
+
+__all__ = [
+    'Chain', 'FIELDS', 'FixedMasks', 'PARAMS_ENTRY', 'arch_params',
+    'chain_from_config',
+    'dmcp_train_config', 'flops_loss', 'make_chain', 'make_dmcp_loss',
+    'optimize', 'skips_by_cond', 'sub_groups', 'train_costs', 'validate',
+]
+
+FIELDS = ('epochs', 'num_steps', 'lr', 'group_fraction', 'min_fraction',
+          'min_width', 'num_random', 'inplace_distillation', 'uniform_decay',
+          'warmup_fraction', 'arch_lr', 'arch_min_lr', 'flops_loss_weight',
+          'target_fraction', 'expand_to', 'export_every', 'calib_batches')
+
+
+def validate(config) -> None:
+  """Checks `config.dmcp` (and that dmcp has a val split to measure on);
+  raises errors.ConfigError naming the field."""
+  f = validation.Fields(config.dmcp, 'dmcp')
+  f.known(FIELDS, required=FIELDS)
+  f.number('epochs', 0)
+  f.number('num_steps', 0, integer=True)
+  if config.dmcp.num_steps == 0 and not config.dmcp.epochs > 0:
+    f.fail('epochs', '> 0 (or set dmcp.num_steps > 0)')
+  f.number('lr', 0, note='0 = config.train.base_lr')
+  f.number('group_fraction', 0, 1, lo_open=True, hi_open=True)
+  f.number('min_fraction', 0, 1, hi_open=True)
+  f.number('min_width', 1, integer=True)
+  f.number('num_random', 0, integer=True)
+  f.boolean('inplace_distillation')
+  f.number('uniform_decay', 0, 1)
+  f.number('warmup_fraction', 0, 1, hi_open=True)
+  f.number('arch_lr', 0, lo_open=True)
+  f.number('arch_min_lr', 0, float(config.dmcp.arch_lr)
+           if validation.is_number(config.dmcp.arch_lr) else None,
+           note='at most arch_lr')
+  f.number('flops_loss_weight', 0)
+  f.number('target_fraction', 0, 1, lo_open=True)
+  f.number('expand_to', 0, note='0 = no FLOPs matching')
+  f.number('export_every', 1, integer=True)
+  f.number('calib_batches', 0, integer=True,
+           note='0: no deciding-net measurement')
+  val = config.data.val_fraction
+  if config.optimizer == 'dmcp' and not (validation.is_number(val) and
+                                         val > 0):
+    validation.fail('config.data.val_fraction', val, '> 0 with '
+                    'optimizer=dmcp (it evaluates on the held-out val split, '
+                    'never on test)')
+
+
+def dmcp_train_config(config):
+  """`config.train` with DMCP's length and weight learning rate."""
+  dc = config.dmcp
+  lr = {'base_lr': float(dc.lr)} if dc.lr > 0 else {}
+  return train.derive_train_config(config.train, epochs=float(dc.epochs),
+                                   num_steps=int(dc.num_steps), **lr)
+
+
+def _deciding_net(config, problem: Problem, chain: Chain, learned,
+                  variables) -> dict:
+  """The learned widths as a masked sub-network of the trained weights, on
+  'val' after BN recalibration (`calib_batches` train batches)."""
+  n = int(config.dmcp.calib_batches)
+  if not n or variables is None:
+    return {}
+  masks = chain.space.masks(np.asarray(learned.values, np.int32))
+  model = FixedMasks(models.build_model(problem.widths, problem.num_classes,
+                                        config.dtype),
+                     {k: np.asarray(v) for k, v in masks.items()})
+  tc = config.train
+  sizes = dict(batch_size=int(tc.batch_size),
+               eval_batch_size=int(tc.eval_batch_size), seed=int(config.seed))
+  metrics = train.evaluate_recalibrated(model, train.make_mesh(), variables,
+                                        problem.data, calib_batches=n, **sizes)
+  return {'val_top1_recalibrated': metrics['top1'],
+          'val_loss_recalibrated': metrics['eval_loss']}
+
+
+def _plan(config, problem: Problem, tc) -> tuple[int, int]:
+  """(total steps, warm-up steps) of the run (as the train loop plans it)."""
+  info = data.dataset_info(problem.data)
+  per_epoch = train.steps_per_epoch(info.num_examples['train'],
+                                    int(tc.batch_size), jax.process_count())
+  total = num_train_steps(tc, max(per_epoch, 1))
+  return total, int(total * float(config.dmcp.warmup_fraction))
+
+
+def _train(config, problem: Problem, chain: Chain, workdir: str):
+  """DMCP's training (resumes from workdir/train): (metrics, exporter,
+  warm-up steps)."""
+  dc = config.dmcp
+  tc = dmcp_train_config(config)
+  total, warmup = _plan(config, problem, tc)
+  exporter = Exporter(chain, problem, total, workdir)
+  loss_fn = make_dmcp_loss(
+      chain, num_random=int(dc.num_random),
+      inplace_distillation=bool(dc.inplace_distillation),
+      warmup_steps=warmup, uniform_decay=float(dc.uniform_decay),
+      flops_loss_weight=float(dc.flops_loss_weight),
+      target_fraction=float(dc.target_fraction))
+  metrics = train.train_and_evaluate(
+      config, problem.widths, os.path.join(workdir, 'train'),
+      data_config=problem.data, train_config=tc, loss_fn=loss_fn,
+      extra_params=arch_params(chain, float(dc.arch_lr),
+                               float(dc.arch_min_lr), warmup, total, tc),
+      callback=exporter, callback_every=int(dc.export_every),
+      eval_split='val')
+  return metrics, exporter, warmup
+
+
+def _chain_details(chain: Chain, alpha) -> dict:
+  """The learned chain per unit: alphas, marginals, expected channels."""
+  alpha = np.asarray(alpha, np.float64)
+  marginals = chain.marginals(alpha, np)
+  expected = chain.expected_channels(alpha, np)
+  units = []
+  for u, unit in enumerate(chain.space.units):
+    n = chain.num_groups[u]
+    units.append(dict(
+        groups=list(unit), min_channels=chain.min_channels[u],
+        group_size=chain.group_size[u], num_groups=n,
+        alphas=[round(float(a), 5) for a in alpha[u, :n]],
+        marginals=[round(float(m), 5) for m in marginals[u, :n]],
+        expected_channels=round(float(expected[u]), 4)))
+  return dict(units=units, expected_macs=float(chain.expected_macs(alpha,
+                                                                  np)))
+
+
+def optimize(config, problem: Problem, workdir: str) -> result.OptimizeResult:
+  """DMCP from `problem.widths` on `problem.data`; see the module doc.
+
+  Returns the learned chain's width vector; a re-run in the same workdir
+  resumes training from its checkpoints.
+  """
+  p, dc = problem, config.dmcp
+  chain = chain_from_config(config, p.widths, p.resolution, p.num_classes)
+  start = cost.macs(p.widths, p.resolution, p.num_classes)
+  logging.info('DMCP: %d units, sub-groups %s; start %d MACs, target %.3g.',
+               chain.num_units, list(chain.num_groups), start,
+               float(dc.target_fraction) * start)
+  metrics, exporter, warmup = _train(config, p, chain, workdir)
+  t0 = time.perf_counter()
+  learned = chain.widths_of(exporter.alpha)
+  deciding = _deciding_net(config, p, chain, learned, exporter.variables)
+  deciding_s = time.perf_counter() - t0
+  costs = train_costs(chain, exporter.history, int(metrics['steps']),
+                      int(config.train.batch_size), warmup,
+                      int(dc.num_random), float(dc.uniform_decay),
+                      skips_by_cond())
+  return _result(config, p, chain, exporter, metrics, costs, warmup,
+                 dict(deciding, deciding_eval_s=deciding_s))
+
+
+def _result(config, problem: Problem, chain: Chain, exporter: Exporter,
+            metrics: dict, costs: dict, warmup: int,
+            deciding: dict) -> result.OptimizeResult:
+  """The learned widths, the cost and every detail of the run."""
+  dc = config.dmcp
+  learned = chain.widths_of(exporter.alpha)
+  start = exporter.start_macs
+  learned_macs = exporter.macs(learned)
+  target = float(dc.target_fraction) * start
+  examples = int(metrics['examples_seen'])
+  seconds = deciding.pop('deciding_eval_s')
+  details = dict(
+      optimizer='dmcp', bn='recalibration',
+      cost_convention='sub-network MACs; architecture pass 2 x full MACs',
+      start_macs=int(start), target_macs=int(target),
+      learned_macs=int(learned_macs), learned_widths=learned.as_dict(),
+      learned_macs_fraction=learned_macs / start,
+      reached_target=bool(learned_macs <= target),
+      **_chain_details(chain, exporter.alpha), **deciding,
+      full_val_top1_running_stats=float(metrics['top1']),
+      train_steps=int(metrics['steps']), warmup_steps=int(warmup),
+      train_wall_time_s=float(metrics['wall_time_s']),
+      exports=len(exporter.history), **costs,
+      num_random=int(dc.num_random),
+      train_loss=float(metrics.get('train_loss', float('nan'))),
+      time_parts=dict(metrics.get('time_parts', {}),
+                      deciding_eval_s=float(seconds)))
+  return result.OptimizeResult(
+      widths=learned, train_macs=costs['train_macs'], examples=examples,
+      epochs=examples / problem.num_train,
+      wall_time_s=float(metrics['wall_time_s']), details=details)
