@@ -131,22 +131,28 @@ def transfer() -> ml_collections.ConfigDict:
   return c
 
 
-def autoslim() -> ml_collections.ConfigDict:
-  """The `config.autoslim` block (wt_jax/autoslim/ documents the method)."""
+def _slimmable_training() -> ml_collections.ConfigDict:
+  """The weight training AutoSlim and DMCP share (config.train's recipe
+  otherwise: schedule, warm-up, batch size, weight decay, label smoothing
+  on the full width's loss): the sandwich rule, full width + smallest +
+  `num_random` random sub-networks, with in-place distillation."""
   c = ml_collections.ConfigDict()
-  # Slimmable training (config.train's recipe otherwise: schedule, warm-up,
-  # batch size, weight decay, label smoothing on the full width's loss).
   c.epochs = 5.0
   c.num_steps = 0  # > 0 overrides epochs
-  c.lr = 0.0  # base_lr of slimmable training; 0 = config.train.base_lr
+  c.lr = 0.0  # base_lr of the weights; 0 = config.train.base_lr
+  c.min_fraction = 0.1  # no sub-network below this fraction of a width ...
+  c.min_width = 4  # ... or this many channels
+  c.num_random = 2
+  c.inplace_distillation = True  # False: every width on the labels
+  return c
+
+
+def autoslim() -> ml_collections.ConfigDict:
+  """The `config.autoslim` block (wt_jax/autoslim/ documents the method)."""
+  c = _slimmable_training()
   # The width grid of each group: full width x (1 - j x step_fraction),
   # rounded, down to max(min_width, ceil(min_fraction x full width)).
   c.step_fraction = 0.1
-  c.min_fraction = 0.1
-  c.min_width = 4
-  # Sandwich rule: full width + smallest + num_random random widths.
-  c.num_random = 2
-  c.inplace_distillation = True  # False: every width on the labels
   # Greedy slimming: stop once the MACs are <= target_macs, or, when that is
   # 0, <= target_fraction x the full network's MACs.
   c.target_macs = 0
@@ -160,22 +166,11 @@ def autoslim() -> ml_collections.ConfigDict:
 
 def dmcp() -> ml_collections.ConfigDict:
   """The `config.dmcp` block (wt_jax/dmcp/ documents the method)."""
-  c = ml_collections.ConfigDict()
-  # Training (config.train's recipe otherwise: schedule, warm-up, batch
-  # size, weight decay, label smoothing).
-  c.epochs = 5.0
-  c.num_steps = 0  # > 0 overrides epochs
-  c.lr = 0.0  # base_lr of the weights; 0 = config.train.base_lr
+  c = _slimmable_training()
   # Sub-groups per unit: int(group_fraction x its width) channels each (at
   # least 1), the first max(min_width, ceil(min_fraction x width)) or more
   # channels always kept (the reference: 10% steps, 10% minimum).
   c.group_fraction = 0.1
-  c.min_fraction = 0.1
-  c.min_width = 4
-  # Weight steps: the sandwich rule (full + smallest + num_random random
-  # sub-networks) with in-place distillation (False: all on the labels).
-  c.num_random = 2
-  c.inplace_distillation = True
   # A random sub-network is drawn uniformly from the grid with a probability
   # that is 1 in the warm-up and then multiplied by uniform_decay every 10
   # architecture steps per random sub-network (first at the first one), else

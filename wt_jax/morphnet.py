@@ -168,10 +168,7 @@ def validate(config) -> None:
   f.number('strength', 0, note='0 = auto: strength_knob / starting MACs')
   f.number('strength_knob', 0, lo_open=True)
   f.number('threshold', 0, lo_open=True)
-  f.number('epochs', 0)
-  f.number('num_steps', 0, integer=True)
-  if config.morphnet.num_steps == 0 and not config.morphnet.epochs > 0:
-    f.fail('epochs', '> 0 (or set morphnet.num_steps > 0)')
+  f.training_length()
   f.number('lr', 0, lo_open=True)
   f.number('export_every', 1, integer=True)
   f.number('shrink_to', 0, 1)

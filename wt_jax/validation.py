@@ -90,6 +90,15 @@ class Fields:
                   lo_open=lo_open, hi_open=hi_open, integer=integer,
                   note=note, error=self.error)
 
+  def training_length(self, epochs: str = 'epochs',
+                      steps: str = 'num_steps') -> None:
+    """`epochs` >= 0 and `num_steps` >= 0 (> 0 overrides), one of them > 0."""
+    self.number(epochs, 0)
+    self.number(steps, 0, integer=True, note='> 0 overrides epochs')
+    if self.value(steps) == 0 and not self.value(epochs) > 0:
+      where = f'{self.name}.{steps}' if self.name else steps
+      self.fail(epochs, f'> 0 (or set {where} > 0)')
+
   def choice(self, field: str, allowed: Iterable[Any]) -> Any:
     allowed = tuple(allowed)
     value = self.value(field)

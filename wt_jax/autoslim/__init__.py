@@ -95,10 +95,7 @@ def validate(config) -> None:
   on); raises errors.ConfigError."""
   f = validation.Fields(config.autoslim, 'autoslim')
   f.known(FIELDS, required=FIELDS)
-  f.number('epochs', 0)
-  f.number('num_steps', 0, integer=True)
-  if config.autoslim.num_steps == 0 and not config.autoslim.epochs > 0:
-    f.fail('epochs', '> 0 (or set autoslim.num_steps > 0)')
+  f.training_length()
   f.number('lr', 0, note='0 = config.train.base_lr')
   f.number('step_fraction', 0, 1, lo_open=True, hi_open=True)
   f.number('min_fraction', 0, 1)

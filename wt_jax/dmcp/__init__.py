@@ -136,10 +136,7 @@ def validate(config) -> None:
   raises errors.ConfigError naming the field."""
   f = validation.Fields(config.dmcp, 'dmcp')
   f.known(FIELDS, required=FIELDS)
-  f.number('epochs', 0)
-  f.number('num_steps', 0, integer=True)
-  if config.dmcp.num_steps == 0 and not config.dmcp.epochs > 0:
-    f.fail('epochs', '> 0 (or set dmcp.num_steps > 0)')
+  f.training_length()
   f.number('lr', 0, note='0 = config.train.base_lr')
   f.number('group_fraction', 0, 1, lo_open=True, hi_open=True)
   f.number('min_fraction', 0, 1, hi_open=True)

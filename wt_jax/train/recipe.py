@@ -35,10 +35,7 @@ def validate(train_config) -> None:
   f = validation.Fields(train_config, 'train')
   f.number('batch_size', 1, integer=True)
   f.number('eval_batch_size', 1, integer=True)
-  f.number('num_steps', 0, integer=True)
-  f.number('epochs', 0)
-  if train_config.num_steps == 0 and not train_config.epochs > 0:
-    f.fail('epochs', '> 0 (or set train.num_steps > 0)')
+  f.training_length()
   f.number('base_lr', 0, lo_open=True)
   f.choice('schedule', SCHEDULES)
   f.number('warmup_epochs', 0)
