@@ -16,7 +16,8 @@ NUM_CLASSES = int(os.environ.get('WT_BENCH_CLASSES', 10))
 
 
 def flax_resnet(widths, dtype, padding='SAME'):
-  """The flax examples/imagenet ResNet, with the CIFAR stem, at `widths`.
+  """The flax examples/imagenet ResNet at `widths` (its 7x7/2 + max-pool stem
+  for ImageNet-stem archs, a 3x3/1 one for the CIFAR ones).
 
   padding: nn.Conv's padding; 'SAME' as in the example (stride-2 3x3 convs
   then pad (0, 1)), or 'symmetric' for ((k//2, k//2),) * 2 as wt_jax's models.
@@ -64,9 +65,13 @@ def flax_resnet(widths, dtype, padding='SAME'):
                        use_bias=False, dtype=self.dtype, **kw)
       norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                                momentum=0.9, epsilon=1e-5, dtype=self.dtype)
-      x = conv(w['stem'], (3, 3), name='conv_init')(x)  # CIFAR stem
-      x = norm(name='bn_init')(x)
-      x = nn.relu(x)
+      if spec.stem == 'imagenet':  # the example's stem
+        x = conv(w['stem'], (7, 7), (2, 2), name='conv_init')(x)
+        x = nn.relu(norm(name='bn_init')(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+      else:  # CIFAR stem
+        x = nn.relu(norm(name='bn_init')(conv(w['stem'], (3, 3),
+                                              name='conv_init')(x)))
       for i, block_size in enumerate(spec.depth):
         for j in range(block_size):
           s = spec.strides[i] if j == 0 else 1
