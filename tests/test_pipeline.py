@@ -17,6 +17,7 @@ from wt_jax import errors
 from wt_jax import pipeline
 from wt_jax import problem
 from wt_jax import result as result_lib
+from wt_jax import stages
 from wt_jax import width_optimizers
 from wt_jax import widths as W
 
@@ -69,8 +70,7 @@ def test_rerun_skips_finished_stages(tmp_path, monkeypatch):
   def boom(*a, **k):
     raise AssertionError('a finished stage ran again')
   monkeypatch.setattr(width_optimizers, 'optimize', boom)
-  monkeypatch.setitem(pipeline.STAGES, 'transfer', pipeline.Stage(
-      boom, pipeline.STAGES['transfer'].outputs))
+  monkeypatch.setattr(stages, 'transfer', boom)
   pipeline.run(c, str(tmp_path))
   assert (tmp_path / 'widths' / 'transferred.json').read_text() == before
 
@@ -180,7 +180,7 @@ def test_nan_in_training_exits_3(tmp_path):
 
 @pytest.mark.parametrize('field, value', [
     ('train.batch_size', 0), ('train.schedule', 'step'),
-    ('morphnet.threshold', 0.0), ('optimizer', 'dmcp'), ('seeds', ()),
+    ('morphnet.threshold', 0.0), ('optimizer', 'slimmable'), ('seeds', ()),
     ('arch', 'resnet9000'), ('dtype', 'float16'), ('width_mult', -1.0)])
 def test_config_fields_are_checked(field, value):
   c = tiny_config()

@@ -16,6 +16,7 @@ import pytest
 from wt_jax import cost
 from wt_jax import errors
 from wt_jax import files
+from wt_jax import interrupts
 from wt_jax import pipeline
 from wt_jax import result as result_lib
 from wt_jax import stages
@@ -379,6 +380,32 @@ def test_nan_in_the_optimize_stage_names_its_learning_rate(tmp_path):
   assert 'stage optimize' in out.stderr
   assert 'config.morphnet.lr' in out.stderr
   assert 'config.train.base_lr' not in out.stderr
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_inside_a_save_waits_for_its_end(sig):
+  old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    interrupts.install()
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+      with interrupts.deferred():
+        with interrupts.deferred():  # nested: held until the outer one ends
+          os.kill(os.getpid(), sig)
+          time.sleep(0.05)  # the handler runs between bytecodes, here
+          done.append('inner')
+        done.append('outer')
+    assert done == ['inner', 'outer']
+    with pytest.raises(KeyboardInterrupt):  # outside a block: at once
+      os.kill(os.getpid(), sig)
+      time.sleep(1)
+      done.append('after')
+    assert done == ['inner', 'outer']
+    with interrupts.deferred():  # nothing pending from before
+      pass
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
 
 
 @pytest.mark.slow

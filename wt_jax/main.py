@@ -23,7 +23,6 @@ table. `--verbosity=1` shows the libraries' INFO logs too.
 """
 import os
 import re
-import signal
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TF loads
@@ -36,6 +35,7 @@ from ml_collections import config_flags
 
 import wt_jax  # noqa: F401  (sets the XLA:CPU default before jax loads)
 from wt_jax import errors  # pylint: disable=g-bad-import-order
+from wt_jax import interrupts
 from wt_jax import pipeline
 from wt_jax import report
 from wt_jax import train
@@ -79,10 +79,6 @@ def parse_flags(argv):
   sys.exit(errors.EXIT_BAD_INPUT)
 
 
-def _interrupted(*_):
-  raise KeyboardInterrupt
-
-
 def _quiet_libraries() -> None:
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
@@ -98,7 +94,7 @@ def _interrupt_message(e: KeyboardInterrupt) -> str:
 
 def main(argv) -> int:
   del argv
-  signal.signal(signal.SIGTERM, _interrupted)
+  interrupts.install()
   _quiet_libraries()
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join(

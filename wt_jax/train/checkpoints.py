@@ -29,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from wt_jax import files
+from wt_jax import interrupts
 from wt_jax.errors import CheckpointMismatchError
 from wt_jax.train import paths
 from wt_jax.widths import Widths
@@ -198,11 +199,13 @@ class Checkpoints:
     # One save in flight at a time: orbax 0.12 can lose a checkpoint's array
     # metadata when a save starts while the previous one is still committing
     # ("No ArrayMetadata found for process_index=0", seen with saves on
-    # consecutive steps). Training still overlaps each save.
-    self.manager.wait_until_finished()
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        progress=ocp.args.JsonSave(progress.to_json(run_seconds))))
+    # consecutive steps). Training still overlaps each save. A Ctrl-C waits
+    # for the hand-off to orbax's commit thread (see `interrupts`).
+    with interrupts.deferred():
+      self.manager.wait_until_finished()
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          progress=ocp.args.JsonSave(progress.to_json(run_seconds))))
 
   def wait(self) -> None:
     """Blocks until the pending save is committed (timed as checkpointing)."""
@@ -213,8 +216,9 @@ class Checkpoints:
   def close(self) -> None:
     """Waits for the pending save, then closes the manager."""
     t0 = time.perf_counter()
-    self.manager.wait_until_finished()
-    self.manager.close()
+    with interrupts.deferred():
+      self.manager.wait_until_finished()
+      self.manager.close()
     self.close_seconds += time.perf_counter() - t0
 
   def __enter__(self) -> 'Checkpoints':
