@@ -382,7 +382,9 @@ def test_optimize_on_digits_resumes_after_kill(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+# Extended: test_optimize_on_digits_resumes_after_kill runs DMCP's optimize,
+# test_pipeline.py the chain around a registered optimizer.
+@pytest.mark.extended
 def test_quickstart_dmcp_runs_the_whole_chain(tmp_path):
   cmd = [sys.executable, '-m', 'wt_jax.main',
          '--config=configs/quickstart.py', f'--workdir={tmp_path}',

@@ -93,7 +93,9 @@ _FAST = ('--config.arch=resnet_tiny', '--config.data.resolution=0',
          '--config.transfer.min_width=2')
 
 
-@pytest.mark.slow
+# Extended: test_train.py::test_resume_after_kill_is_bit_identical kills a
+# training run the same way, test_runs.py the other stages' resumes.
+@pytest.mark.extended
 def test_killed_pipeline_resumes_to_the_same_result(tmp_path):
   straight = _cli(tmp_path / 'a', *_FAST)
   assert straight.returncode == 0, straight.stderr[-2000:]
@@ -118,7 +120,9 @@ def test_killed_pipeline_resumes_to_the_same_result(tmp_path):
     assert a['arms'][arm]['top1'] == b['arms'][arm]['top1']
 
 
-@pytest.mark.slow
+# Extended: test_autoslim.py runs AutoSlim's optimize and resume on digits,
+# test_a_registered_optimizer_runs_the_chain the chain around an optimizer.
+@pytest.mark.extended
 def test_quickstart_autoslim_runs_the_whole_chain(tmp_path):
   out = _cli(tmp_path, *_FAST, '--config.optimizer=autoslim',
              '--config.autoslim.num_steps=6', '--config.autoslim.eval_batches=1',
