@@ -34,12 +34,7 @@ log = H.logger('autoslim_step')
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--arch', default='resnet18_cifar')
-  p.add_argument('--width_mult', type=float, default=0.25)
-  p.add_argument('--batch', type=int, default=128)
-  p.add_argument('--rounds', type=int, default=6)
-  p.add_argument('--steps', type=int, default=2)
-  args = H.parse(p, dict(rounds=3, steps=1), '3 rounds of 1 step')
+  args = H.parse_step_bench(p)
   t0 = time.perf_counter()
   rates, hp, hs = K.against_plain(
       'sandwich', args.arch, args.width_mult, args.batch, args.steps,

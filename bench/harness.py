@@ -366,6 +366,16 @@ def parse(p: argparse.ArgumentParser, quick: Mapping[str, object],
   return args
 
 
+def parse_step_bench(p: argparse.ArgumentParser) -> argparse.Namespace:
+  """The arguments of a step-ratio script (one network, rounds of steps)."""
+  p.add_argument('--arch', default='resnet18_cifar')
+  p.add_argument('--width_mult', type=float, default=0.25)
+  p.add_argument('--batch', type=int, default=128)
+  p.add_argument('--rounds', type=int, default=6)
+  p.add_argument('--steps', type=int, default=2)
+  return parse(p, dict(rounds=3, steps=1), '3 rounds of 1 step')
+
+
 def emit(args, markdown: str, raw) -> None:
   """Prints a script's markdown section; writes it to --out and the raw
   numbers to --json (atomically), for run_all."""

@@ -3,7 +3,7 @@ import chex
 import ml_collections
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from wt_jax import cost
 from wt_jax import errors

@@ -6,13 +6,11 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 
 from wt_jax import cost
 from wt_jax import data
-from wt_jax import defaults
 from wt_jax import errors
 from wt_jax import pipeline
 from wt_jax import problem

@@ -1,6 +1,5 @@
 """Trustworthy runs: fingerprints, superseded outputs, the lock, checks before
 any work, exit codes and what a user sees."""
-import errno
 import json
 import os
 import re
@@ -15,7 +14,6 @@ import pytest
 
 from wt_jax import cost
 from wt_jax import errors
-from wt_jax import files
 from wt_jax import interrupts
 from wt_jax import pipeline
 from wt_jax import result as result_lib
@@ -415,7 +413,7 @@ def test_ctrl_c_exits_130_with_one_line_and_resumes(tmp_path):
           'sys.argv = ["wt_jax.main"] + sys.argv[1:]; '
           'app.run(lambda a: sys.exit(main.main(a)), '
           'flags_parser=main.parse_flags)')
-  flags = [f'--config=configs/quickstart.py', f'--workdir={workdir}', *_FAST,
+  flags = ['--config=configs/quickstart.py', f'--workdir={workdir}', *_FAST,
            '--config.stages=train_uniform', '--config.train.num_steps=400',
            '--config.train.checkpoint_every=10']
   proc = subprocess.Popen([sys.executable, '-c', code, *flags], cwd=REPO,

@@ -416,21 +416,23 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path, monkeypatch):
-  out_dir, workdir = tmp_path / 'out', tmp_path / 'work'
+def _start_two_processes(mode, out_dir, workdir):
+  """The two jax.distributed processes of `_two_process_worker.py MODE`,
+  4 CPU devices each, on a free port of 127.0.0.1."""
   out_dir.mkdir()
   port = _free_port()
   env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=(
       '--xla_force_host_platform_device_count=4 '
       '--xla_cpu_experimental_ynn_fusion_type='))
-  procs = [subprocess.Popen(
-      [sys.executable, WORKER, 'two_process', str(port), str(i), str(out_dir),
+  return [subprocess.Popen(
+      [sys.executable, WORKER, mode, str(port), str(i), str(out_dir),
        str(workdir)], cwd=REPO, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True) for i in range(2)]
 
-  # Meanwhile, the reference: one process with 8 devices, fed the same global
-  # batches (process 0's block of the data, then process 1's).
+
+def _feed_both_blocks(monkeypatch):
+  """This (one-process, 8-device) run's global batches = process 0's block
+  of the data followed by process 1's, as the two processes feed them."""
   original = train.batches.local_train_batches
 
   def both_blocks(data_config, *, batch_size, seed, start_step, process_index,
@@ -443,6 +445,15 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
       yield {k: np.concatenate([a[k], b[k]]) for k in a}
 
   monkeypatch.setattr(train.batches, 'local_train_batches', both_blocks)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path, monkeypatch):
+  out_dir, workdir = tmp_path / 'out', tmp_path / 'work'
+  procs = _start_two_processes('two_process', out_dir, workdir)
+  # Meanwhile, the reference: one process with 8 devices, fed the same global
+  # batches (process 0's block of the data, then process 1's).
+  _feed_both_blocks(monkeypatch)
   captured = {}
   ref = train.train_and_evaluate(worker.config(), worker.widths(), None,
                                  callback=_capture_params(captured))
@@ -486,26 +497,8 @@ def test_two_processes_run_the_chain_like_one_process(tmp_path, monkeypatch):
   jax.distributed processes, each reading its own block: the same widths
   and metrics as one process fed the same global batches."""
   out_dir, workdir = tmp_path / 'out', tmp_path / 'work'
-  out_dir.mkdir()
-  port = _free_port()
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=(
-      '--xla_force_host_platform_device_count=4 '
-      '--xla_cpu_experimental_ynn_fusion_type='))
-  procs = [subprocess.Popen(
-      [sys.executable, WORKER, 'chain', str(port), str(i), str(out_dir),
-       str(workdir)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  original = train.batches.local_train_batches
-
-  def both_blocks(data_config, *, batch_size, seed, start_step, process_index,
-                  process_count):
-    parts = [original(data_config, batch_size=batch_size, seed=seed,
-                      start_step=start_step, process_index=i, process_count=2)
-             for i in range(2)]
-    for a, b in zip(*parts):
-      yield {k: np.concatenate([a[k], b[k]]) for k in a}
-
-  monkeypatch.setattr(train.batches, 'local_train_batches', both_blocks)
+  procs = _start_two_processes('chain', out_dir, workdir)
+  _feed_both_blocks(monkeypatch)
   ref = pipeline.run(worker.chain_config(), str(tmp_path / 'ref'))
   logs = [p.communicate(timeout=400)[0] for p in procs]
   for i, p in enumerate(procs):
