@@ -42,7 +42,7 @@ fi
 $PY -c 'import jax; print("devices:", jax.devices())' | tee "$OUT/devices.txt"
 
 # 1. Tests on the device (one chip: the 8-device sharding tests stay on CPU).
-$PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_morphnet.py \
+$PY -m pytest -q -n 0 -p no:cacheprovider tests/test_train.py tests/test_morphnet.py \
   tests/test_autoslim.py -k "digits or bfloat16 or nan or huge or closed_form \
   or gradient or all_alive or masked or sandwich" 2>&1 | tail -3 | tee "$OUT/tests.txt"
 
