@@ -32,12 +32,11 @@ def _paper_config(name):
   return c
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('name', [
-    'resnet18',
-    # 250 s on this 2-core machine: its blocks are those of the CIFAR and
-    # tiny MobileNetV2 tests, its data path that of resnet18 here.
-    pytest.param('mobilenet_v2', marks=pytest.mark.extended)])
+# Extended (130-250 s each on this 2-core machine): their blocks are those
+# of the CIFAR and tiny test networks, their reader that of
+# tests/test_data.py's mock TFDS tests, bfloat16 that of test_train.py.
+@pytest.mark.extended
+@pytest.mark.parametrize('name', ['resnet18', 'mobilenet_v2'])
 def test_paper_config_runs_its_stages_on_mock_imagenet(tmp_path, name):
   c = _paper_config(name)
   assert c.data.source == 'imagenet2012' and c.data.resolution == 224

@@ -24,7 +24,8 @@ from _tiny import tiny_config
 
 
 def test_full_chain_writes_every_output(tmp_path):
-  c = tiny_config(stages=tuple(pipeline.STAGES), seeds=(0, 1))
+  # One seed: adding and aggregating seeds is tests/test_runs.py's.
+  c = tiny_config(stages=tuple(pipeline.STAGES), seeds=(0,))
   res = pipeline.run(c, str(tmp_path))
   for name in ('uniform', 'projected_uniform', 'projected_optimized',
                'transferred', 'direct_optimized', 'direct'):
@@ -39,7 +40,7 @@ def test_full_chain_writes_every_output(tmp_path):
   full = cost.macs(uniform, 8, 10)
   for arm in ('transferred', 'direct'):
     assert res['arms'][arm]['macs'] <= full
-    assert len(res['arms'][arm]['top1']) == 2
+    assert len(res['arms'][arm]['top1']) == 1
   # Overhead: analytic ratio = MACs ratio x training-examples ratio.
   proj = W.load(str(tmp_path / 'widths' / 'projected_uniform.json'))
   ov = res['overhead']
