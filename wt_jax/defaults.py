@@ -90,6 +90,9 @@ def train() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.eval_batch_size = 256
+  # Train all of an arm's seeds in one jitted step (vmapped over the seed
+  # axis; wt_jax/train/seeds.py): on an accelerator, CIFAR-sized nets.
+  c.batch_seeds = False
   return c
 
 

@@ -10,7 +10,9 @@ step is recomputed, and `changes` names what differs.
 
 Fields that cannot change a result are never part of a fingerprint
 (`RESULT_FREE`: logging and checkpoint cadence, the in-memory cache, the
-stage and seed selection, multi-host set-up).
+stage and seed selection, multi-host set-up, and whether seeds train in one
+program, `train.batch_seeds`, which like the device count changes a result
+only to float tolerance; each seed's checkpoints are the same either way).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from wt_jax import files
 RESULT_FREE = frozenset({
     'train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
     'train.eval_every', 'data.cache', 'distributed', 'stages', 'seeds',
+    'train.batch_seeds',
 })
 
 

@@ -13,7 +13,9 @@
    with the same inputs but no outputs yet resumes (training from its last
    checkpoint); one whose inputs changed, or whose output file is corrupt,
    is recomputed, after its old outputs move to
-   `workdir/superseded/<step>-<time>/`. One line names what changed.
+   `workdir/superseded/<step>-<time>/`. One line names what changed. With
+   `config.train.batch_seeds` a training stage's seeds that are not reused
+   train together, in one program (`stages.Stage.together`).
 4. Rewrites the report from the outputs whose fingerprints match.
 """
 from __future__ import annotations
@@ -242,9 +244,9 @@ def _supersede(r: Run, step: Step) -> Optional[str]:
   return dest
 
 
-def run_step(r: Run, step: Step) -> bool:
-  """Reuses, resumes or recomputes one step, and says which in one line;
-  True if it computed anything."""
+def _begin(r: Run, step: Step) -> bool:
+  """Decides whether one step is reused, resumed or recomputed, and says
+  which in one line (moving superseded outputs away); True: compute it."""
   stored = _read_record(step)
   bad = _corrupt(step)
   if stored == step.inputs and not bad:
@@ -262,9 +264,25 @@ def run_step(r: Run, step: Step) -> bool:
                  + (f'; old outputs moved to {dest}' if dest else ''))
   if r.is_main:
     files.write_json(step.record_path, step.inputs)
+  return True
+
+
+def _run_group(r: Run, stage: stages_lib.Stage, group: list[Step]) -> bool:
+  """Reuses, resumes or recomputes the steps of `group`: those not reused
+  one by one, or (a group of seeds, `stage.together`) in one program; True
+  if it computed anything."""
+  pending = [step for step in group if _begin(r, step)]
+  if not pending:
+    return False
   t0 = time.perf_counter()
-  summary = step.make()
-  console.line(f'  {step.key}: {summary} ({time.perf_counter() - t0:.1f} s)')
+  if len(pending) > 1:
+    summaries = stage.together(r, [step.seed for step in pending])
+    note = f', {len(pending)} seeds in one program'
+  else:
+    summaries, note = [pending[0].make()], ''
+  for step, summary in zip(pending, summaries):
+    console.line(f'  {step.key}: {summary} '
+                 f'({time.perf_counter() - t0:.1f} s{note})')
   return True
 
 
@@ -276,19 +294,24 @@ def _barrier(name: str) -> None:
 
 
 def _run_stage(r: Run, name: str) -> bool:
-  """Runs a stage's steps; True if any of them computed anything."""
-  computed = False
-  for step in STAGES[name].steps(r):
+  """Runs a stage's steps (a training stage's seeds in one program with
+  `config.train.batch_seeds`); True if any of them computed anything."""
+  stage, computed = STAGES[name], False
+  steps = stage.steps(r)
+  together = stage.together is not None and r.config.train.batch_seeds
+  for group in ([steps] if together and len(steps) > 1 else
+                [[step] for step in steps]):
+    key = group[0].key if len(group) == 1 else f'{name}/seeds'
     try:
-      _barrier(f'before {step.key}')
-      computed |= run_step(r, step)
-      _barrier(f'after {step.key}')
+      _barrier(f'before {key}')
+      computed |= _run_group(r, stage, group)
+      _barrier(f'after {key}')
     except NonFiniteLossError as e:
       raise NonFiniteLossError(e.step, e.value, (
-          f'stage {step.key}: {e} Lower {STAGES[name].lr_field(r.config)} or '
+          f'stage {key}: {e} Lower {stage.lr_field(r.config)} or '
           'check the data.')) from e
     except KeyboardInterrupt as e:
-      e.wt_jax_stage = step.key
+      e.wt_jax_stage = key
       raise
   return computed
 

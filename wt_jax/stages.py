@@ -19,8 +19,9 @@ Where a width vector is born, changed and consumed:
 * `widths/direct_optimized.json`, `widths/direct.json`: stage
   `optimize_direct` (the optimizer on the original problem, then FLOPs
   matching, as a reference);
-* consumed by `train_<arm>` (`train.train_and_evaluate`, once per seed) and
-  `report`.
+* consumed by `train_<arm>` (`train.train_and_evaluate`, once per seed, or
+  `train.train_and_evaluate_seeds`, the seeds in one program, with
+  `config.train.batch_seeds`) and `report`.
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ class Step:
   owned: tuple[str, ...]  # other files it writes (superseded with home)
   inputs: dict  # its fingerprint record
   make: Callable[[], str]  # computes it; returns a one-line summary
+  seed: Optional[int] = None  # the seed a training step trains
 
   @property
   def record_path(self) -> str:
@@ -91,6 +93,9 @@ class Step:
 class Stage:
   steps: Callable[[Run], list[Step]]
   lr_field: Callable[[Any], str]  # the learning rate its training uses
+  # Computes several of its steps (by seed) in one program, one summary
+  # each, when config.train.batch_seeds (the training stages).
+  together: Optional[Callable[[Run, list[int]], list[str]]] = None
 
 
 # ----------------------------------------------------------------------------
@@ -163,6 +168,20 @@ def train_seed(r: Run, arm: str, seed: int) -> str:
   metrics = train.train_and_evaluate(
       r.config, widths, r.workdir.train(arm, seed), seed=int(seed),
       eval_split='test')
+  return _save_final(r, arm, seed, metrics)
+
+
+def train_seeds(r: Run, arm: str, seeds: list[int]) -> list[str]:
+  """Final training of several seeds of one arm in one program
+  (`config.train.batch_seeds`; each resumes from its checkpoints)."""
+  widths = widths_lib.load(r.workdir.widths(arm))
+  finals = train.train_and_evaluate_seeds(
+      r.config, widths, [r.workdir.train(arm, s) for s in seeds], seeds,
+      eval_split='test')
+  return [_save_final(r, arm, s, m) for s, m in zip(seeds, finals)]
+
+
+def _save_final(r: Run, arm: str, seed: int, metrics: dict) -> str:
   if r.is_main:
     files.write_json(r.workdir.final(arm, seed),
                      dict(arm=arm, seed=int(seed), **metrics))
@@ -225,7 +244,7 @@ def train_steps(r: Run, arm: str) -> list[Step]:
     inputs = fingerprint.record(fields, [wd.widths(arm)], seed=int(seed))
     out.append(Step(f'train_{arm}/seed_{seed}', wd.train(arm, seed),
                     (wd.final(arm, seed),), (), inputs,
-                    lambda seed=seed: train_seed(r, arm, seed)))
+                    lambda seed=seed: train_seed(r, arm, seed), int(seed)))
   return out
 
 
@@ -240,11 +259,13 @@ def _optimize_lr(config) -> str:
 STAGES: dict[str, Stage] = {  # in chain order
     'optimize': Stage(optimize_steps, _optimize_lr),
     'transfer': Stage(transfer_steps, _train_lr),
-    'train_transferred': Stage(lambda r: train_steps(r, 'transferred'),
-                               _train_lr),
-    'train_uniform': Stage(lambda r: train_steps(r, 'uniform'), _train_lr),
+    **{f'train_{arm}': Stage(
+        lambda r, arm=arm: train_steps(r, arm), _train_lr,
+        lambda r, seeds, arm=arm: train_seeds(r, arm, seeds))
+       for arm in ('transferred', 'uniform')},
     'optimize_direct': Stage(optimize_direct_steps, _optimize_lr),
-    'train_direct': Stage(lambda r: train_steps(r, 'direct'), _train_lr),
+    'train_direct': Stage(lambda r: train_steps(r, 'direct'), _train_lr,
+                          lambda r, seeds: train_seeds(r, 'direct', seeds)),
     # No steps and no fingerprint: the pipeline rewrites the report from
     # the outputs whose fingerprints match this run (`write_report`).
     'report': Stage(lambda r: [], _train_lr),

@@ -32,7 +32,7 @@ Modules, in the order a run uses them:
 
 | module | holds |
 |---|---|
-| `sharding` | the mesh, the two shardings, host <-> device transfers |
+| `sharding` | the mesh, the shardings, host <-> device transfers |
 | `recipe` | SGD, weight decay, learning rate schedule, default loss, dtype |
 | `step` | `TrainState` and `TrainStep` (init, jitted step, NaN record) |
 | `batches` | the data order: batches of each step, per process |
@@ -42,6 +42,7 @@ Modules, in the order a run uses them:
 | `records` | metrics.jsonl, TensorBoard scalars, progress lines |
 | `paths` | file names in the workdir |
 | `loop` | `train_and_evaluate`: set-up, then the `for step` loop |
+| `seeds` | `train_and_evaluate_seeds`: several seeds in one program |
 """
 from wt_jax.errors import CheckpointMismatchError
 from wt_jax.errors import NonFiniteLossError
@@ -72,7 +73,10 @@ from wt_jax.train.sharding import make_mesh
 from wt_jax.train.sharding import maybe_initialize_distributed
 from wt_jax.train.sharding import replicate
 from wt_jax.train.sharding import replicated
+from wt_jax.train.sharding import seeds_batch_sharding
 from wt_jax.train.sharding import to_host
+from wt_jax.train.seeds import SeedsStep
+from wt_jax.train.seeds import train_and_evaluate_seeds
 from wt_jax.train.step import ExtraLoss
 from wt_jax.train.step import ExtraParams
 from wt_jax.train.step import LossFn
@@ -90,6 +94,7 @@ __all__ = [
     'learning_rate_schedule', 'local_train_batches', 'make_mesh', 'make_sgd',
     'maybe_initialize_distributed', 'peak_learning_rate', 'recalibrate',
     'replicate',
-    'replicated', 'state_structure', 'steps_per_epoch', 'to_host',
-    'train_and_evaluate', 'validate', 'weight_decay_mask',
+    'replicated', 'SeedsStep', 'seeds_batch_sharding', 'state_structure', 'steps_per_epoch',
+    'to_host', 'train_and_evaluate', 'train_and_evaluate_seeds', 'validate',
+    'weight_decay_mask',
 ]

@@ -23,6 +23,7 @@ import numpy as np
 from wt_jax import data
 from wt_jax import validation
 from wt_jax.train.sharding import global_batch
+from wt_jax.train.sharding import seeds_batch_sharding
 
 
 def check_batch_size(name: str, value: int, num_devices: int,
@@ -80,11 +81,26 @@ def device_batches(mesh, data_config, batch_size: int, seed: int,
       process_index=jax.process_index(), process_count=jax.process_count()))
 
 
-def prefetch_to_device(mesh, iterator, size: int = 2):
-  """Global (sharded) batches from local numpy ones, `size` of them ahead."""
+def device_seed_batches(mesh, data_config, batch_size: int, seeds,
+                        start_step: int) -> Iterator[dict]:
+  """The batches of several seeds trained in one program: each seed's own
+  `local_train_batches` (its data order unchanged), stacked on a leading
+  seed axis, `[seed, example, ...]`, the examples split over 'data'."""
+  per_seed = [local_train_batches(
+      data_config, batch_size=batch_size, seed=int(s), start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
+              for s in seeds]
+  stacked = ({k: np.stack([b[k] for b in group]) for k in group[0]}
+             for group in zip(*per_seed))
+  return prefetch_to_device(mesh, stacked, seeds_batch_sharding(mesh))
+
+
+def prefetch_to_device(mesh, iterator, sharding=None, size: int = 2):
+  """Global (sharded) batches from local numpy ones, `size` of them ahead
+  (`sharding`: default `sharding.batch_sharding(mesh)`)."""
   queue = collections.deque()
   for local in iterator:
-    queue.append(global_batch(mesh, local))
+    queue.append(global_batch(mesh, local, sharding))
     if len(queue) >= size:
       yield queue.popleft()
   while queue:

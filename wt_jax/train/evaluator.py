@@ -27,8 +27,10 @@ from wt_jax.train.sharding import to_host
 SUMS = ('top1', 'top5', 'loss', 'count')
 
 
-def make_eval_step(model, mesh: Mesh):
-  """Jitted `(params, batch_stats, batch, sums) -> sums` of masked counts."""
+def make_eval_step(model, mesh: Mesh, seeds: int = 0):
+  """Jitted `(params, batch_stats, batch, sums) -> sums` of masked counts;
+  `seeds` > 0: params, batch_stats and sums have a leading axis of that
+  many seeds (`seeds.SeedsStep`), the batch is shared (vmapped)."""
   rep = replicated(mesh)
 
   def eval_fn(params, batch_stats, batch, sums):
@@ -46,23 +48,35 @@ def make_eval_step(model, mesh: Mesh):
             'loss': sums['loss'] + (loss * mask).sum(),
             'count': sums['count'] + mask.sum()}
 
+  if seeds:
+    eval_fn = jax.vmap(eval_fn, in_axes=(0, 0, None, 0))
   return jax.jit(eval_fn, in_shardings=(rep, rep, batch_sharding(mesh), rep),
                  out_shardings=rep)
 
 
 def evaluate(eval_step, mesh: Mesh, state, data_config, split: str,
-             *, eval_batch_size: int) -> dict[str, float]:
-  """top1, top5, eval_loss, num_eval_examples of `state` over `split`."""
+             *, eval_batch_size: int, seeds: int = 0):
+  """top1, top5, eval_loss, num_eval_examples of `state` over `split`; with
+  `seeds` (a state of that many seeds and `make_eval_step(..., seeds)`) a
+  list of them, one per seed, from one pass over the split."""
   ds = data.make_dataset(data_config, split, batch_size=eval_batch_size,
                          seed=0, train=False,
                          process_index=jax.process_index(),
                          process_count=jax.process_count())
-  sums = jax.jit(lambda: {k: jnp.zeros((), jnp.float32) for k in SUMS},
+  shape = (seeds,) if seeds else ()
+  sums = jax.jit(lambda: {k: jnp.zeros(shape, jnp.float32) for k in SUMS},
                  out_shardings=replicated(mesh))()
   for local in data.as_numpy(ds):
     sums = eval_step(state.params, state.batch_stats,
                      global_batch(mesh, local), sums)
   sums = to_host(sums)
+  if seeds:
+    return [_metrics({k: v[i] for k, v in sums.items()})
+            for i in range(seeds)]
+  return _metrics(sums)
+
+
+def _metrics(sums) -> dict[str, float]:
   n = float(sums['count'])
   return {'top1': float(sums['top1']) / n, 'top5': float(sums['top5']) / n,
           'eval_loss': float(sums['loss']) / n, 'num_eval_examples': int(n)}
@@ -70,17 +84,19 @@ def evaluate(eval_step, mesh: Mesh, state, data_config, split: str,
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Evaluator:
-  """`evaluator(state)`: `evaluate` of `model` on `split` of `data_config`."""
+  """`evaluator(state)`: `evaluate` of `model` on `split` of `data_config`
+  (`seeds` > 0: of a state of that many seeds, a list of metrics)."""
   model: Any
   mesh: Mesh
   data_config: Any
   split: str
   batch_size: int
+  seeds: int = 0
 
   @functools.cached_property
   def step(self):
-    return make_eval_step(self.model, self.mesh)
+    return make_eval_step(self.model, self.mesh, self.seeds)
 
-  def __call__(self, state) -> dict[str, float]:
+  def __call__(self, state):
     return evaluate(self.step, self.mesh, state, self.data_config, self.split,
-                    eval_batch_size=self.batch_size)
+                    eval_batch_size=self.batch_size, seeds=self.seeds)

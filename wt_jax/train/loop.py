@@ -129,19 +129,13 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
   """
   t_enter = time.perf_counter()
   data_config = config.data if data_config is None else data_config
-  train_config = config.train if train_config is None else train_config
   seed = int(config.seed if seed is None else seed)
-  info, mesh = data.dataset_info(data_config), make_mesh()
-  plan = Plan.create(train_config, info.num_examples['train'], mesh.size,
-                     callback_every)
-  model = models.build_model(widths, info.num_classes,
-                             recipe.compute_dtype(config))
-  train_step = TrainStep(
-      model, train_config, mesh, seed=seed,
-      image_shape=(info.resolution, info.resolution, info.channels),
-      total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
+  info, plan, train_step = build(
+      config, widths, data_config, train_config, seed, callback_every,
       loss_fn=loss_fn, extra_loss=extra_loss, extra_params=extra_params)
-  ckpts = checkpoints.for_workdir(workdir, train_config.keep_checkpoints)
+  model, mesh = train_step.model, train_step.mesh
+  ckpts = checkpoints.for_workdir(workdir,
+                                  train_step.train_config.keep_checkpoints)
   state, progress = checkpoints.restore_or_init(ckpts, train_step, widths,
                                                 info.num_classes)
   start_step = int(to_host(state.step))
@@ -178,6 +172,25 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
     writer.write('final', final['steps'], final)
   records.log_final(final)
   return final
+
+
+def build(config, widths: Widths, data_config, train_config, seed: int,
+          callback_every: int = 0, **hooks) -> tuple[Any, Plan, TrainStep]:
+  """(the data's `dataset_info`, the `Plan`, the `TrainStep`) of a run on
+  all devices; `train_config` None: `config.train`; `hooks`: the step's
+  `loss_fn`, `extra_loss`, `extra_params`."""
+  train_config = config.train if train_config is None else train_config
+  info, mesh = data.dataset_info(data_config), make_mesh()
+  plan = Plan.create(train_config, info.num_examples['train'], mesh.size,
+                     callback_every)
+  model = models.build_model(widths, info.num_classes,
+                             recipe.compute_dtype(config))
+  train_step = TrainStep(
+      model, train_config, mesh, seed=seed,
+      image_shape=(info.resolution, info.resolution, info.channels),
+      total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
+      **hooks)
+  return info, plan, train_step
 
 
 @dataclasses.dataclass

@@ -47,6 +47,7 @@ def validate(train_config) -> None:
   for field in ('log_every', 'eval_every', 'checkpoint_every'):
     f.number(field, 0, integer=True)
   f.number('keep_checkpoints', 1, integer=True)
+  f.boolean('batch_seeds')
 
 
 def derive_train_config(train_config, **overrides):

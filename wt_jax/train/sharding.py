@@ -5,6 +5,8 @@
 * `make_mesh()`: all devices of all processes on the 'data' axis;
 * `replicated(mesh)` / `batch_sharding(mesh)`: the two shardings wt_jax uses,
   state replicated (`P()`) and batches split over 'data' (`P('data')`);
+  `seeds_batch_sharding(mesh)`: the batches of seeds trained in one program
+  (`P(None, 'data')`: `[seed, example, ...]`, examples split);
 * `global_batch(mesh, local)`: this process's numpy batch -> global arrays;
 * `replicate(mesh, tree)`: host values -> replicated arrays (multi-process);
 * `to_host(tree)`: replicated arrays -> numpy, on every process.
@@ -15,7 +17,7 @@ On CPU, cross-process collectives use gloo
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 from jax.sharding import Mesh
@@ -52,9 +54,16 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
-def global_batch(mesh: Mesh, local_batch: Mapping[str, np.ndarray]):
-  """This process's numpy batch -> global jax.Arrays sharded over 'data'."""
-  sharding = batch_sharding(mesh)
+def seeds_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batches of several seeds, `[seed, example, ...]`: examples split."""
+  return NamedSharding(mesh, P(None, 'data'))
+
+
+def global_batch(mesh: Mesh, local_batch: Mapping[str, np.ndarray],
+                 sharding: Optional[NamedSharding] = None):
+  """This process's numpy batch -> global jax.Arrays sharded over 'data'
+  (`sharding`: default `batch_sharding(mesh)`)."""
+  sharding = batch_sharding(mesh) if sharding is None else sharding
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x),
       dict(local_batch))

@@ -98,6 +98,12 @@ class TrainState:
   nonfinite_value: jax.Array  # float32: that loss
 
 
+def base_key(seed) -> jax.Array:
+  """The key each step's rng folds its step into: `fold_in(PRNGKey(seed),
+  1)` (`seed` may be traced)."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+
+
 def _variables(model, image_shape, seed):
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   return model.init(jax.random.PRNGKey(seed), x, train=False)
@@ -178,8 +184,11 @@ class TrainStep:
     names = ['loss'] + (['extra_loss'] if self.extra_loss is not None else [])
     return tuple(names + sorted(metrics))
 
-  def _init_fn(self) -> TrainState:
-    variables = _variables(self.model, self.image_shape, self.seed)
+  def _init_fn(self, seed=None) -> TrainState:
+    """The initial state of `seed` (default `self.seed`; may be traced: the
+    seeds of `seeds.SeedsStep` are vmapped)."""
+    seed = self.seed if seed is None else seed
+    variables = _variables(self.model, self.image_shape, seed)
     params = self._with_extra(variables['params'])
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
@@ -217,7 +226,7 @@ class TrainStep:
 
   @functools.cached_property
   def _base_key(self) -> jax.Array:
-    return jax.random.fold_in(jax.random.PRNGKey(self.seed), 1)
+    return base_key(self.seed)
 
   def _objective(self, params, state: TrainState, batch, rng):
     loss, (new_bs, metrics) = self.per_batch_loss(
@@ -227,14 +236,16 @@ class TrainStep:
              if self.extra_loss is not None else jnp.zeros((), jnp.float32))
     return loss + extra, (new_bs, metrics, extra)
 
-  def update(self, state: TrainState, batch) -> TrainState:
+  def update(self, state: TrainState, batch, key=None) -> TrainState:
     """The step function itself, `(state, batch) -> state` (not jitted).
 
     The objective is `loss_fn(...) + extra_loss(params)` (weight decay is in
     the SGD chain). Metrics are summed into `state.sums`; the first
-    non-finite objective is recorded in `state.nonfinite_step/value`.
+    non-finite objective is recorded in `state.nonfinite_step/value`. `key`:
+    the seed's `base_key` (default `self.seed`'s; vmapped by `SeedsStep`).
     """
-    rng = jax.random.fold_in(self._base_key, state.step)
+    key = self._base_key if key is None else key
+    rng = jax.random.fold_in(key, state.step)
     (total, (new_bs, metrics, extra)), grads = jax.value_and_grad(
         self._objective, has_aux=True)(state.params, state, batch, rng)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
