@@ -1,6 +1,7 @@
 """Tests of wt_jax.data: digits, TFDS (mocked and tiny), folders, errors."""
 import collections
 import hashlib
+import io
 import os
 
 import chex
@@ -11,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from wt_jax import defaults
 from wt_jax import data
+from wt_jax.data import images
 
 
 def _config(**overrides):
@@ -335,6 +337,89 @@ def test_real_tfds_reader_with_shards_and_slices(tiny_tfds_dir, cache):
       config, 'train', batch_size=8, seed=0, train=True, process_index=1,
       process_count=2)))
   chex.assert_shape(batch['image'], (4, 8, 8, 3))
+
+
+def _smooth_image(rng, height, width):
+  """A photo-like image: upscaled noise (JPEG blocks are not all edges)."""
+  small = rng.integers(0, 256, (max(2, height // 8), max(2, width // 8), 3),
+                       dtype=np.uint8)
+  return np.asarray(Image.fromarray(small).resize((width, height),
+                                                  Image.BICUBIC))
+
+
+class WtJaxTestJpegs(tfds.core.GeneratorBasedBuilder):
+  """A tiny real TFDS dataset of variable-size JPEGs (ImageNet's kind)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(None, None, 3),
+                                         encoding_format='jpeg'),
+            'label': tfds.features.ClassLabel(num_classes=2)}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples(0, 24),
+            'test': self._generate_examples(100, 8)}
+
+  def _generate_examples(self, start, count):
+    rng = np.random.default_rng(start)
+    for i in range(start, start + count):
+      h, w = (int(x) for x in rng.integers(40, 120, 2))
+      yield i, {'image': _smooth_image(rng, h, w), 'label': i % 2}
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_crop_from_encoded_bytes_is_the_crop_of_the_decoded_image(fmt):
+  """The same window and flip; a JPEG's window may differ only along its
+  edges (chroma upsampling), a PNG's not at all."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for i in range(12):
+    h, w = (int(x) for x in rng.integers(40, 300, 2))
+    buf = io.BytesIO()
+    Image.fromarray(_smooth_image(rng, h, w)).save(buf, fmt, quality=90)
+    encoded = tf.constant(buf.getvalue())
+    key = tf.constant([7, i], tf.int64)
+    fused = images.decode_random_resized_crop_flip(encoded, 32, key).numpy()
+    whole = images.random_resized_crop_flip(
+        tf.io.decode_image(encoded, channels=3, expand_animations=False), 32,
+        key).numpy()
+    chex.assert_shape(fused, (32, 32, 3))
+    diff = np.abs(fused - whole)
+    if fmt == 'PNG':
+      np.testing.assert_array_equal(fused, whole)
+    else:
+      assert diff.mean() < 1.0 and np.mean(diff > 8) < 0.02, (
+          i, diff.mean(), diff.max())
+
+
+def test_imagenet_training_on_variable_size_tfds_jpegs_decodes_crops_only(
+    tmp_path, monkeypatch):
+  data_dir = str(tmp_path / 'tfds')
+  WtJaxTestJpegs(data_dir=data_dir).download_and_prepare()
+  fused_calls = []
+  real = images.decode_random_resized_crop_flip
+  monkeypatch.setattr(images, 'decode_random_resized_crop_flip',
+                      lambda *a: fused_calls.append(1) or real(*a))
+  batches = {}
+  for cache in (False, True):  # uncached: encoded; cached: decoded whole
+    config = _config(source='wt_jax_test_jpegs', data_dir=data_dir,
+                     augment='imagenet', resolution=32, val_fraction=0.0,
+                     cache=cache)
+    data.clear_caches()
+    before = len(fused_calls)
+    batches[cache] = _batches(config, 'train', batch_size=8, seed=3,
+                              train=True, num_epochs=2)
+    assert (len(fused_calls) > before) == (not cache), cache
+  assert len(batches[False]) == len(batches[True]) == 6
+  for a, b in zip(batches[False], batches[True]):
+    np.testing.assert_array_equal(a['label'], b['label'])
+    # Normalized images: a pixel's edge difference is a few 1/255 / std.
+    assert np.abs(a['image'] - b['image']).mean() < 0.03
 
 
 # ----------------------------------------------------------------------------

@@ -7,12 +7,14 @@
 * `cifar_crop_flip` ('cifar' train): reflect-pad by round(size / 8) pixels
   (4 at 32) + random size x size crop + horizontal flip.
 * `random_resized_crop_flip` ('imagenet' train): inception-style random
-  resized crop (area 8%..100%, aspect 3/4..4/3) + horizontal flip.
+  resized crop (area 8%..100%, aspect 3/4..4/3) + horizontal flip;
+  `decode_random_resized_crop_flip` does it from the encoded bytes,
+  decoding only the crop of a JPEG (variable-size TFDS images, uncached).
 * `center_crop` ('imagenet' eval): center crop of 87.5% of the shorter side,
   resized (= resize to size / 0.875, center crop).
 
 Random ops are stateless, keyed on the `key` they are given. Resizing is
-bilinear and antialiased, in float32 0..255.
+bilinear in float32 0..255, antialiased except for the train crop.
 """
 import numpy as np
 # TensorFlow is imported only inside wt_jax/data/; wt_jax/data/__init__.py,
@@ -80,17 +82,54 @@ def cifar_crop_flip(image, size, key):
   return tf.image.stateless_random_flip_left_right(image, seed=flip_key)
 
 
+def _crop_window(shape, key):
+  """(begin, size) of an inception-style crop of an image of `shape`."""
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+      seed=key, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
+      area_range=(0.08, 1.0), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  return begin, crop_size
+
+
+def _resize_flip(crop, size, key):
+  """The crop to size x size (plain bilinear: a crop is rarely much larger
+  than `size`, and antialiasing would double the pipeline's cost) + a
+  random horizontal flip; float32 0..255."""
+  image = tf.image.resize(tf.cast(crop, tf.float32), [size, size],
+                          method='bilinear')
+  return tf.image.stateless_random_flip_left_right(image, seed=key)
+
+
 def random_resized_crop_flip(image, size, key):
   """Inception-style crop (area 8..100%, aspect 3/4..4/3) + random flip."""
   crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key))
-  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-      seed=crop_key, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
-      area_range=(0.08, 1.0), max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
-  image = tf.slice(image, begin, crop_size)
-  image = resize(image, size, size)
-  return tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+  begin, crop_size = _crop_window(tf.shape(image), crop_key)
+  return _resize_flip(tf.slice(image, begin, crop_size), size, flip_key)
+
+
+def decode_random_resized_crop_flip(encoded, size, key):
+  """`random_resized_crop_flip` of an encoded image (string bytes): the same
+  crop window and flip, but a JPEG decodes only the window's blocks
+  (`tf.image.decode_and_crop_jpeg`, ~1.8x the images per core of a whole
+  decode at ImageNet sizes: bench/input_pipeline.py); other formats are
+  decoded whole, then cropped. Pixels along the window's edges can differ
+  from a whole decode's by the JPEG's chroma upsampling."""
+  crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key))
+
+  def jpeg():
+    begin, crop_size = _crop_window(tf.image.extract_jpeg_shape(encoded),
+                                    crop_key)
+    window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+    return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+
+  def other():
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    begin, crop_size = _crop_window(tf.shape(image), crop_key)
+    return tf.slice(image, begin, crop_size)
+
+  crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+  return _resize_flip(crop, size, flip_key)
 
 
 def center_crop(image, size):

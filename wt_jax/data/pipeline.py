@@ -3,8 +3,10 @@
 Augmentation (`config.data.augment`, train streams; see `images`)
 * 'cifar': train = reflect-pad + random crop + horizontal flip; eval = the
   image itself.
-* 'imagenet': train = inception-style random resized crop + horizontal flip;
-  eval = center crop of 87.5% of the shorter side, resized.
+* 'imagenet': train = inception-style random resized crop + horizontal flip
+  (whole variable-size TFDS images, uncached, stay encoded until the crop:
+  each JPEG decodes only its crop window); eval = center crop of 87.5% of
+  the shorter side, resized.
 * 'none': no augmentation.
 Images are then scaled to [0, 1] and normalized per channel with the mean/std
 of `splits.channel_stats`.
@@ -100,12 +102,17 @@ def make_dataset(data_config, split: str, *, batch_size: int, seed: int,
     # (folder sources are), which a shuffle buffer smaller than the split
     # would leave as class-by-class batches.
     indices = np.random.default_rng(seed).permutation(indices)
-  ds = source.examples('test' if split == 'test' else 'train', indices,
-                       store, dc.cache)
+  raw_split = 'test' if split == 'test' else 'train'
+  # Whole variable-size TFDS images, uncached, under the inception crop:
+  # each JPEG decodes only its crop window (images.py).
+  encoded = (train and dc.augment == 'imagenet' and store is None and
+             not dc.cache and hasattr(source, 'encoded_examples'))
+  ds = (source.encoded_examples(raw_split, indices) if encoded else
+        source.examples(raw_split, indices, store, dc.cache))
   mean, std = splits.channel_stats(dc, source, resolution)
   if train:
     ds = _train_stream(ds, dc, shard, seed, resolution, mean, num_epochs,
-                       drop_remainder)
+                       drop_remainder, encoded)
   else:
     ds = _eval_stream(ds, dc.augment, shard, resolution, mean, num_epochs)
   ds = _normalize(ds, mean, std)
@@ -190,13 +197,14 @@ def _stored_size(data_config, source, resolution):
 
 
 def _train_stream(ds, data_config, shard, seed, resolution, mean, num_epochs,
-                  drop_remainder):
-  """Shuffled, augmented, repeated batches (finite with `num_epochs`)."""
+                  drop_remainder, encoded=False):
+  """Shuffled, augmented, repeated batches (finite with `num_epochs`);
+  `encoded`: the examples' images are still encoded bytes."""
   n = len(shard.indices)
   ds = ds.shuffle(min(data_config.shuffle_buffer, n), seed=seed,
                   reshuffle_each_iteration=True)
   ds = ds.repeat(num_epochs).enumerate()
-  ds = ds.map(_augmenter(data_config.augment, seed, n, resolution),
+  ds = ds.map(_augmenter(data_config.augment, seed, n, resolution, encoded),
               num_parallel_calls=AUTOTUNE)
   if num_epochs is None:
     return ds.batch(shard.batch, drop_remainder=True)
@@ -208,16 +216,19 @@ def _train_stream(ds, data_config, shard, seed, resolution, mean, num_epochs,
   return ds.batch(shard.batch, drop_remainder=True)
 
 
-def _augmenter(augment, seed, n, resolution):
+def _augmenter(augment, seed, n, resolution, encoded=False):
   """The map of (position in the stream, example) to an augmented example.
 
   The random key is (seed, raw index) folded with the epoch, position // n.
+  `encoded` ('imagenet' only): decode each image's crop window.
   """
   def augment_example(position, ex):
     key = tf.random.experimental.stateless_fold_in(
         tf.stack([tf.constant(seed, tf.int64), ex['index']]), position // n)
     image = ex['image']
-    if augment == 'cifar':
+    if encoded:
+      image = images.decode_random_resized_crop_flip(image, resolution, key)
+    elif augment == 'cifar':
       image = images.cifar_crop_flip(image, resolution, key)
     elif augment == 'imagenet':
       image = images.random_resized_crop_flip(image, resolution, key)

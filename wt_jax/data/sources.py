@@ -40,6 +40,10 @@ has the same interface:
 * `random_access(size, cache)`: True when `examples` yields the indices in
   the order given (else they must be sorted and come in file order).
 
+A TFDS source also has `encoded_examples(split, indices)`: the same
+examples with the images still encoded, for the 'imagenet' training crop
+that decodes only its window of each JPEG.
+
 Decoded images are cached in memory when `cache` is set and the decoded split
 fits in half the host memory (digits always is). `get_source` memoizes the
 source objects per process (`clear_cache()` forgets them).

@@ -146,15 +146,21 @@ class TfdsSource:
     if self._in_memory(split, size, cache):
       return in_memory_examples(self._decode_split(split, size),
                                  self.labels(split), indices)
+    ds = self.encoded_examples(split, indices)
+    ds = ds.map(self._decode_fit(size), num_parallel_calls=AUTOTUNE)
+    side = size or 500  # a guess for variable-size images
+    if cache and fits_in_memory(len(indices) * side * side * 3):
+      ds = ds.cache()
+    return ds
+
+  def encoded_examples(self, split, indices):
+    """`examples` of `indices` with 'image' the encoded bytes (undecoded):
+    a read of the smallest TFDS slice covering them ('imagenet' training
+    decodes each crop window itself)."""
     start, stop = (int(indices[0]), int(indices[-1]) + 1) if len(indices) else (
         0, 1)
     keep = np.zeros(stop, bool)
     keep[indices] = True
     keep = tf.constant(keep)
     ds = self._read(split, start, stop)
-    ds = ds.filter(lambda ex: tf.gather(keep, ex['index']))
-    ds = ds.map(self._decode_fit(size), num_parallel_calls=AUTOTUNE)
-    side = size or 500  # a guess for variable-size images
-    if cache and fits_in_memory(len(indices) * side * side * 3):
-      ds = ds.cache()
-    return ds
+    return ds.filter(lambda ex: tf.gather(keep, ex['index']))
