@@ -15,10 +15,11 @@
 #      the plain Flax reference (same-run ratio) and its MFU, XLA's FLOP
 #      count of the compiled step / the step time / the chip's peak
 #      (PEAK_TFLOPS, default 989, an H100/H200 SXM's dense bf16 figure);
-#   3. the input pipeline at 224 (CIFAR-10 JPEGs of ../shared, upscaled:
-#      decode + inception crop + flip per image, per host core) against the
-#      images per second step 2 consumes;
-#   4. CIFAR-10 ResNet-20: uniform vs compound-transferred, 3 seeds, short;
+#   3. the input pipeline at 224 (bench/input_pipeline.py: ImageNet-sized
+#      JPEGs made from CIFAR-10's, decode + inception crop + flip per image,
+#      per host core) against the images per second step 2 consumes;
+#   4. CIFAR-10 ResNet-20: uniform vs compound-transferred, 3 seeds in one
+#      program (train.batch_seeds), short;
 #   5. results/gpu.md (or the dry run's folder) from the pieces.
 # Assumes: the repository installed (`pip install -e .`) in the Python that
 # PYTHON names (default python3, e.g. PYTHON=.venv/bin/python), run from anywhere;
@@ -53,6 +54,11 @@ WT_BENCH_RESOLUTION=224 WT_BENCH_CLASSES=1000 $PY bench/train_throughput.py \
   --archs=$ARCH --batch=$BATCH $ROUNDS --no_torch --no_ynn \
   --out="$OUT/throughput.md" --json="$OUT/throughput.json" > "$OUT/throughput.log" 2>&1
 
+# 3. The input pipeline at 224 per host core against step 2's consumption.
+$PY bench/input_pipeline.py --quick --throughput_json="$OUT/throughput.json" \
+  --out="$OUT/input_pipeline.md" --json="$OUT/input_pipeline.json" \
+  > "$OUT/input_pipeline.log" 2>&1
+
 # 4. CIFAR-10 ResNet-20, uniform vs compound-transferred, 3 seeds.
 if [ "$DRY" = 1 ]; then STEPS=(--config.train.num_steps=4 --config.morphnet.num_steps=4 \
   --config.data.sample_fraction=0.05 --config.train.batch_size=32 \
@@ -62,7 +68,8 @@ CIFAR=/tmp/cifar10_jpeg
 ZIP=$(pwd)/../shared/data/cifar10_jpeg.zip
 [ -d $CIFAR/train ] || (mkdir -p $CIFAR && cd $CIFAR && unzip -q "$ZIP")
 $PY -m wt_jax.main --config=configs/cifar10_resnet20.py --workdir="$OUT/cifar10" \
-  --config.data.source=folder:$CIFAR --config.seeds=0,1,2 "${STEPS[@]}" \
+  --config.data.source=folder:$CIFAR --config.seeds=0,1,2 \
+  --config.train.batch_seeds=True "${STEPS[@]}" \
   > "$OUT/cifar10.log" 2>&1
 
 # 5. The summary.
@@ -77,6 +84,7 @@ lines = [f'# Accelerator check{" (CPU dry run: plumbing only)" if dry else ""}',
          open(os.path.join(out, 'tests.txt')).read().strip(), '```', '',
          '## ResNet-18, 224px, bfloat16: train step and input pipeline', '',
          open(os.path.join(out, 'throughput.md')).read().strip(), '',
+         open(os.path.join(out, 'input_pipeline.md')).read().strip(), '',
          '## CIFAR-10 ResNet-20: uniform vs compound-transferred', '',
          open(os.path.join(out, 'cifar10', 'results.md')).read().strip()]
 peak = float(os.environ['PEAK_TFLOPS']) * 1e12

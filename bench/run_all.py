@@ -33,7 +33,7 @@ from wt_jax import files
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 SCRIPTS = ('train_throughput', 'morphnet_step', 'autoslim_step', 'dmcp_step',
-           'overhead', 'trace_time')
+           'seeds_step', 'input_pipeline', 'overhead', 'trace_time')
 READING = '## Reading'
 
 
@@ -86,6 +86,20 @@ def _other_rows(results) -> list[list]:
     rows.append(['DMCP architecture step / plain step', f'{r["arch"]:.2f}',
                  '~0.67 (analytic)', f'CPU-time ratio {r["arch_cpu"]:.2f}; '
                  f'full DMCP step / plain {r["dmcp"]:.2f}'])
+  if results.get('seeds_step', {}).get('step'):
+    r = results['seeds_step']['step']['reading']
+    rows.append([f'{r["what"]} (CPU)', f'{r["ratio"]:.2f}',
+                 'reported (the gain is on accelerators)',
+                 f'CPU-time ratio {r["cpu"]:.2f}'])
+  if results.get('input_pipeline'):
+    p = results['input_pipeline']
+    per_core = {c: H.median(p['one_core']['rates'][c])
+                for c in ('wt_jax', 'before')}
+    rows.append(['input pipeline at 224: img/s per host core (wt_jax; '
+                 'before fused decoding)', f'{per_core["wt_jax"]:.0f}; '
+                 f'{per_core["before"]:.0f}', 'reported',
+                 f'{p["step_rate"] / per_core["wt_jax"]:.0f} host cores per '
+                 f'accelerator at {p["step_rate"]:,.0f} img/s'])
   o = results.get('overhead', {})
   if o.get('analytic'):
     c = o['analytic']['compound (all four)']['cost_ratio']

@@ -1,4 +1,5 @@
-"""Test set-up: 8 simulated CPU devices and the fast XLA:CPU convolution path.
+"""Test set-up: 8 simulated CPU devices, the fast XLA:CPU convolution path
+and one compilation cache per run.
 
 XLA_FLAGS must be set before jax is imported anywhere, so this runs first.
 """
@@ -12,3 +13,23 @@ os.environ['XLA_FLAGS'] = ' '.join(
 ).strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+# One persistent JAX compilation cache for the whole test run, shared by the
+# xdist workers and the CLI subprocesses the tests start (they inherit the
+# environment): most tests compile the same tiny programs, so each is
+# compiled once per run. A fresh directory per run, removed at its end
+# (a JAX_COMPILATION_CACHE_DIR set by the user is used as it is and kept).
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(
+      prefix='wt_jax_test_jit_cache_')
+  os.environ['WT_JAX_TEST_CACHE_OWNER'] = str(os.getpid())
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+
+def pytest_unconfigure(config):
+  del config
+  if os.environ.get('WT_JAX_TEST_CACHE_OWNER') == str(os.getpid()):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)

@@ -489,9 +489,7 @@ def test_two_processes_match_one_process(tmp_path, monkeypatch):
       '4', '8', 'structure.json']
 
 
-# Extended: test_two_processes_match_one_process checks the two-process
-# training; this one adds the pipeline's barriers around every step.
-@pytest.mark.extended
+@pytest.mark.slow
 def test_two_processes_run_the_chain_like_one_process(tmp_path, monkeypatch):
   """The whole pipeline (MorphNet, transfer, two trained arms) in two
   jax.distributed processes, each reading its own block: the same widths
