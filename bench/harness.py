@@ -366,12 +366,14 @@ def parse(p: argparse.ArgumentParser, quick: Mapping[str, object],
   return args
 
 
-def parse_step_bench(p: argparse.ArgumentParser) -> argparse.Namespace:
+def parse_step_bench(p: argparse.ArgumentParser, arch: str = 'resnet18_cifar',
+                     width_mult: float = 0.25, rounds: int = 6
+                     ) -> argparse.Namespace:
   """The arguments of a step-ratio script (one network, rounds of steps)."""
-  p.add_argument('--arch', default='resnet18_cifar')
-  p.add_argument('--width_mult', type=float, default=0.25)
+  p.add_argument('--arch', default=arch)
+  p.add_argument('--width_mult', type=float, default=width_mult)
   p.add_argument('--batch', type=int, default=128)
-  p.add_argument('--rounds', type=int, default=6)
+  p.add_argument('--rounds', type=int, default=rounds)
   p.add_argument('--steps', type=int, default=2)
   return parse(p, dict(rounds=3, steps=1), '3 rounds of 1 step')
 

@@ -59,11 +59,7 @@ def step_comparison(args):
                'ratio A/B': 'step-time ratio MorphNet / plain (median of '
                             'same-round ratios)'}, ('setting', 'value')),
       R.comparison_table(comparisons),
-      R.table(['program', 'GFLOP / step', 'MB accessed / step', 'copy ops',
-               'fusions'],
-              [[name, f'{h["flops"] / 1e9:.4f}', f'{h["bytes"] / 1e6:.2f}',
-                h['copies'], h['fusions']]
-               for name, h in (('plain', hp), ('MorphNet', hm))]),
+      R.hlo_table({'plain': hp, 'MorphNet': hm}),
       R.cores_table({'plain / MorphNet': rates.cores}))
   return text, dict(rates.raw(), hlo={'plain': hp, 'morphnet': hm},
                     reading=comparisons[0])

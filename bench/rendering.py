@@ -62,6 +62,15 @@ def comparison_table(comparisons: Sequence[Mapping], *, unit: str = 'img/s',
   return table(header, rows)
 
 
+def hlo_table(programs: Mapping[str, Mapping], per: str = 'step') -> str:
+  """XLA's cost analysis of compiled programs ({name: hlo_stats}), a row
+  each: GFLOP and MB accessed per `per`, copy ops, fusions."""
+  return table(['program', f'GFLOP / {per}', f'MB accessed / {per}',
+                'copy ops', 'fusions'],
+               [[name, f'{h["flops"] / 1e9:.4f}', f'{h["bytes"] / 1e6:.2f}',
+                 h['copies'], h['fusions']] for name, h in programs.items()])
+
+
 def cores_table(rounds_by_label: Mapping[str, Sequence[float]]) -> str:
   """Effective cores per round (the probe minimum), one row per run."""
   return table(['run', 'effective cores per round (probe minimum)'],

@@ -65,9 +65,7 @@ def build(arch, width_mult, batch_size, seeds, warmup=2):
                             steps_per_epoch=step.steps_per_epoch).init()
             for s in seeds]
   sequential = step.jitted.lower(states[0], one).compile()
-  # pylint: disable=protected-access
-  batched = together.jitted.lower(together.init(), stacked,
-                                  together._keys).compile()
+  batched = together.jitted.lower(together.init(), stacked).compile()
   holder = {'states': states, 'state': together.init()}
 
   def run_sequential(n):
@@ -80,10 +78,9 @@ def build(arch, width_mult, batch_size, seeds, warmup=2):
   def run_batched(n):
     t = time.perf_counter()
     for _ in range(n):
-      holder['state'] = batched(holder['state'], stacked, together._keys)
+      holder['state'] = batched(holder['state'], stacked)
     jax.block_until_ready(holder['state'])
     return time.perf_counter() - t, n * batch_size * len(seeds)
-  # pylint: enable=protected-access
 
   run_sequential(warmup)
   run_batched(warmup)
@@ -114,23 +111,16 @@ def step_comparison(args):
                'ratio A/B': 'throughput ratio batched / sequential (median '
                             'of same-round ratios)'}, ('setting', 'value')),
       R.comparison_table(comparisons),
-      R.table(['program', 'GFLOP / call', 'MB accessed / call', 'copy ops',
-               'fusions'],
-              [[name, f'{h["flops"] / 1e9:.4f}', f'{h["bytes"] / 1e6:.2f}',
-                h['copies'], h['fusions']] for name, h in hlo.items()]),
+      R.hlo_table(hlo, per='call'),
       R.cores_table({'sequential / batched': rates.cores}))
   return text, dict(rates.raw(), hlo=hlo, reading=comparisons[0])
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--arch', default='resnet20_cifar')
-  p.add_argument('--width_mult', type=float, default=0.5)
-  p.add_argument('--batch', type=int, default=128)
   p.add_argument('--seeds', type=int, default=3)
-  p.add_argument('--rounds', type=int, default=5)
-  p.add_argument('--steps', type=int, default=2)
-  args = H.parse(p, dict(rounds=3, steps=1), '3 rounds of 1 step')
+  args = H.parse_step_bench(p, arch='resnet20_cifar', width_mult=0.5,
+                            rounds=5)
   H.emit_parts(args, '## Seeds in one program (`bench/seeds_step.py`)',
                {'step': step_comparison})
 

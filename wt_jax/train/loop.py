@@ -139,7 +139,8 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
   state, progress = checkpoints.restore_or_init(ckpts, train_step, widths,
                                                 info.num_classes)
   start_step = int(to_host(state.step))
-  last_step = _last_step(start_step, plan.total_steps, progress.stopped_early)
+  last_step = last_step_of(start_step, plan.total_steps,
+                           progress.stopped_early)
   records.log_start(widths, plan, mesh.size, train_step.abstract_state.params)
   evaluate = evaluator.Evaluator(model, mesh, data_config, eval_split,
                                  plan.eval_batch_size)
@@ -166,7 +167,7 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
             callback if last_step <= start_step else None)
     if ckpts:  # the wait for the last (asynchronous) save
       clock.parts['checkpoint'] += ckpts.close_seconds
-    final = _final_metrics(results, eval_split, progress, widths, info,
+    final = final_metrics(results, eval_split, progress, widths, info,
                            train_step, int(to_host(state.step)), clock)
     final['time_parts'] = clock.time_parts(setup_s)
     writer.write('final', final['steps'], final)
@@ -245,7 +246,7 @@ class _Loop:
     return state
 
 
-def _last_step(start_step: int, total_steps: int, stopped: bool) -> int:
+def last_step_of(start_step: int, total_steps: int, stopped: bool) -> int:
   """The step this run trains to: `total_steps`, or none after a stop."""
   if start_step > total_steps:
     logging.warning('The checkpoint (step %d) is past this run\'s last step '
@@ -292,7 +293,7 @@ def _after_last_step(state: TrainState, train_step: TrainStep,
   return evaluate(state)
 
 
-def _final_metrics(results: dict[str, float], eval_split: str,
+def final_metrics(results: dict[str, float], eval_split: str,
                    progress: checkpoints.Progress, widths: Widths, info,
                    train_step: TrainStep, steps_done: int,
                    clock: records.Clock) -> dict[str, Any]:

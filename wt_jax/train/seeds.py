@@ -59,21 +59,21 @@ class SeedsStep:
     """The separate run's step of seed `seeds[i]` (nothing compiled)."""
     return dataclasses.replace(self.base, seed=int(self.seeds[i]))
 
-  @property
-  def _seed_array(self):
-    return jnp.asarray(np.asarray(self.seeds, np.int32))
+  def _init_all(self) -> TrainState:
+    # The seeds (and below the keys) are numpy constants of the program:
+    # the same on every process, no host array to place.
+    seeds = np.asarray(self.seeds, np.int32)
+    return jax.vmap(self.base.initial_state)(seeds)
 
   @functools.cached_property
   def shardings(self):
     rep = replicated(self.base.mesh)
-    shapes = jax.eval_shape(jax.vmap(self.base._init_fn), self._seed_array)  # pylint: disable=protected-access
-    return jax.tree.map(lambda _: rep, shapes)
+    return jax.tree.map(lambda _: rep, jax.eval_shape(self._init_all))
 
   def init(self) -> TrainState:
     """Every seed's initial state, stacked (each its separate run's)."""
     with jax.threefry_partitionable(False):  # as `TrainStep.init`
-      return jax.jit(jax.vmap(self.base._init_fn),  # pylint: disable=protected-access
-                     out_shardings=self.shardings)(self._seed_array)
+      return jax.jit(self._init_all, out_shardings=self.shardings)()
 
   def stack(self, states: Sequence[TrainState]) -> TrainState:
     """Single-seed states (restored checkpoints) -> one stacked state."""
@@ -89,22 +89,27 @@ class SeedsStep:
   def unstack(self, state: TrainState, i: int) -> TrainState:
     """Seed `seeds[i]`'s state, as its separate run holds it (placed by
     `base.shardings`: its checkpoint is a separate run's)."""
-    return self._unstack(state, jnp.int32(i))
+    return self._unstack(state, np.int32(i))
 
   @functools.cached_property
-  def _keys(self) -> jax.Array:
-    return jax.vmap(base_key)(self._seed_array)
+  def keys(self) -> np.ndarray:
+    """Each seed's `step.base_key`, as its separate run folds steps in."""
+    with jax.ensure_compile_time_eval():  # host values, even when traced
+      return np.asarray(jax.vmap(base_key)(np.asarray(self.seeds, np.int32)))
+
+  def update(self, state: TrainState, batch) -> TrainState:
+    """`base.update` of every seed (not jitted)."""
+    return jax.vmap(self.base.update)(state, batch, self.keys)
 
   @functools.cached_property
   def jitted(self):
-    mesh = self.base.mesh
-    return jax.jit(jax.vmap(self.base.update),
-                   in_shardings=(self.shardings, seeds_batch_sharding(mesh),
-                                 replicated(mesh)),
+    return jax.jit(self.update,
+                   in_shardings=(self.shardings,
+                                 seeds_batch_sharding(self.base.mesh)),
                    out_shardings=self.shardings, donate_argnums=(0,))
 
   def __call__(self, state: TrainState, batch) -> TrainState:
-    return self.jitted(state, batch, self._keys)
+    return self.jitted(state, batch)
 
   @functools.cached_property
   def reset_sums(self):
@@ -158,7 +163,7 @@ def train_and_evaluate_seeds(config, widths: Widths,
         config, widths, w, data_config=data_config, train_config=train_config,
         seed=s, eval_split=eval_split) for w, s in zip(workdirs, seeds)]
   state, progress, start_step = restored
-  last_step = loop._last_step(start_step, plan.total_steps, False)  # pylint: disable=protected-access
+  last_step = loop.last_step_of(start_step, plan.total_steps, False)
   records.log_start(widths, plan, base.mesh.size, base.abstract_state.params)
   evaluate = evaluator.Evaluator(base.model, base.mesh, data_config,
                                  eval_split, plan.eval_batch_size, len(seeds))
@@ -185,11 +190,11 @@ def train_and_evaluate_seeds(config, widths: Widths,
     with clock.part('eval'):
       step_fn.check_finite(state, last_step)
       results = evaluate(state)
-    finals = []
-    for i, seed in enumerate(seeds):
-      final = loop._final_metrics(  # pylint: disable=protected-access
+    finals, steps_done = [], to_host(state.step)
+    for i in range(len(seeds)):
+      final = loop.final_metrics(
           results[i], eval_split, progress[i], widths, info,
-          step_fn.single(i), int(to_host(state.step[i])), clock)
+          step_fn.single(i), int(steps_done[i]), clock)
       final['seeds_in_program'] = len(seeds)
       final['time_parts'] = clock.time_parts(setup_s)
       writers[i].write('final', final['steps'], final)

@@ -184,7 +184,7 @@ class TrainStep:
     names = ['loss'] + (['extra_loss'] if self.extra_loss is not None else [])
     return tuple(names + sorted(metrics))
 
-  def _init_fn(self, seed=None) -> TrainState:
+  def initial_state(self, seed=None) -> TrainState:
     """The initial state of `seed` (default `self.seed`; may be traced: the
     seeds of `seeds.SeedsStep` are vmapped)."""
     seed = self.seed if seed is None else seed
@@ -206,7 +206,7 @@ class TrainStep:
     rep = replicated(self.mesh)
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-        jax.eval_shape(self._init_fn))
+        jax.eval_shape(self.initial_state))
 
   @functools.cached_property
   def shardings(self):
@@ -215,7 +215,7 @@ class TrainStep:
 
   @functools.cached_property
   def _jitted_init(self):
-    return jax.jit(self._init_fn, out_shardings=self.shardings)
+    return jax.jit(self.initial_state, out_shardings=self.shardings)
 
   def init(self) -> TrainState:
     """The initial state, placed by `shardings`."""
