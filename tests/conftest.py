@@ -33,3 +33,10 @@ def pytest_unconfigure(config):
   if os.environ.get('WT_JAX_TEST_CACHE_OWNER') == str(os.getpid()):
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+  """The long end-to-end tests (marked `slow`) first, in their order: spread
+  over xdist workers, none of them starts late and runs alone at the end."""
+  del config
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)

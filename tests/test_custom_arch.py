@@ -224,6 +224,7 @@ def test_morphnet_shrinks_the_custom_net_on_digits(tmp_path):
   assert min(found.widths.values) >= c.morphnet.min_width
 
 
+@pytest.mark.slow
 def test_width_transfer_runs_end_to_end_on_the_custom_net(tmp_path):
   c = tiny_config(arch='tiny_res', arch_module='_custom_net',
                   optimizer='autoslim', stages=(

@@ -187,6 +187,7 @@ def _dmcp_steps(mesh, batches, chain, warmup, skip_by_cond=None):
   return train.to_host(state), alphas
 
 
+@pytest.mark.slow
 def test_dmcp_step_8_devices_equals_1_device_and_warms_up():
   assert jax.device_count() == 8
   chain = dmcp.make_chain(SHALLOW.replace((4, 4, 4, 8, 8)), RES, CLASSES,
@@ -316,6 +317,7 @@ def _problem(c, w):
                  info.num_examples['train'])
 
 
+@pytest.mark.slow
 def test_optimize_on_digits_resumes_after_kill(tmp_path, monkeypatch):
   c = _config()
   problem = _problem(c, SHALLOW)

@@ -151,6 +151,7 @@ def test_learned_widths_keep_minimum_and_ties():
                     (('stem', 'stage1'),))
 
 
+@pytest.mark.slow
 def test_regularized_step_8_devices_equals_1_device():
   """The MorphNet term inside the jitted, sharded step: 8 devices == 1."""
   from wt_jax import defaults  # pylint: disable=g-import-not-at-top

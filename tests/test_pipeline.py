@@ -23,6 +23,7 @@ from _tiny import REPO
 from _tiny import tiny_config
 
 
+@pytest.mark.slow
 def test_full_chain_writes_every_output(tmp_path):
   # One seed: adding and aggregating seeds is tests/test_runs.py's.
   c = tiny_config(stages=tuple(pipeline.STAGES), seeds=(0,))
@@ -197,6 +198,7 @@ def test_config_fields_are_checked(field, value):
     pipeline.validate(c)
 
 
+@pytest.mark.slow
 def test_morphnet_cuts_macs_while_loss_falls(tmp_path):
   """A short high-strength MorphNet run on digits: >= 30% fewer MACs."""
   c = tiny_config()

@@ -84,6 +84,7 @@ def test_changed_arch_recomputes_instead_of_crashing(tmp_path):
       'resnet_bottleneck_tiny', 1.0, divisor=2)
 
 
+@pytest.mark.slow
 def test_train_steps_reuse_retrain_and_add_seeds(tmp_path, monkeypatch,
                                                  capsys):
   root = str(tmp_path)
@@ -114,6 +115,7 @@ def test_train_steps_reuse_retrain_and_add_seeds(tmp_path, monkeypatch,
       'top1'] or open(final0).read() != first
 
 
+@pytest.mark.slow
 def test_interrupted_step_resumes_only_with_the_same_inputs(tmp_path,
                                                             monkeypatch):
   root = str(tmp_path)
@@ -144,6 +146,7 @@ def test_interrupted_step_resumes_only_with_the_same_inputs(tmp_path,
   assert steps[0] == c.train.log_every  # trained from the start
 
 
+@pytest.mark.slow
 def test_corrupt_stage_file_is_recomputed_with_a_warning(tmp_path, capsys):
   root = str(tmp_path)
   c = tiny_config(stages=('optimize', 'transfer', 'train_uniform'))
@@ -300,6 +303,7 @@ def _cli(workdir, *flag_list, cwd=REPO, config='configs/quickstart.py',
                         timeout=600, check=False, env=env)
 
 
+@pytest.mark.slow
 def test_quickstart_output_is_short_and_quiet(tmp_path):
   out = _cli(tmp_path / 'wd', *_FAST)
   assert out.returncode == 0, out.stderr[-2000:]
@@ -371,6 +375,7 @@ def test_disk_full_exits_4(tmp_path):
   assert 'final.json' in out.stderr and 'Traceback' not in out.stderr
 
 
+@pytest.mark.slow
 def test_nan_in_the_optimize_stage_names_its_learning_rate(tmp_path):
   out = _cli(tmp_path / 'wd', *_FAST, '--config.stages=optimize',
              '--config.morphnet.lr=1e12')
