@@ -96,7 +96,6 @@ def _datasets(folder: str):
   # pylint: enable=g-import-not-at-top
   auto = tf.data.AUTOTUNE
   paths = sorted(os.path.join(folder, n) for n in os.listdir(folder))
-  box = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
 
   def keyed(i):
     return tf.stack([tf.constant(0, tf.int64), tf.cast(i, tf.int64)])
@@ -111,11 +110,7 @@ def _datasets(folder: str):
     crop_key, flip_key = tf.unstack(
         tf.random.experimental.stateless_split(keyed(i)))
     image = tf.io.decode_jpeg(data, channels=3)
-    begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=box, seed=crop_key,
-        min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
-        area_range=(0.08, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
+    begin, crop = images.crop_window(tf.shape(image), crop_key)
     image = images.resize(tf.slice(image, begin, crop), RESOLUTION,
                           RESOLUTION)
     return tf.image.stateless_random_flip_left_right(image, seed=flip_key)

@@ -59,11 +59,7 @@ def build(arch, width_mult, batch_size, seeds, warmup=2):
   stacked = train.global_batch(
       mesh, {k: np.stack([v] * len(seeds)) for k, v in local.items()},
       train.seeds_batch_sharding(mesh))
-  states = [train.TrainStep(step.model, tc, mesh, seed=s,
-                            image_shape=step.image_shape,
-                            total_steps=step.total_steps,
-                            steps_per_epoch=step.steps_per_epoch).init()
-            for s in seeds]
+  states = [together.single(i).init() for i in range(len(seeds))]
   sequential = step.jitted.lower(states[0], one).compile()
   batched = together.jitted.lower(together.init(), stacked).compile()
   holder = {'states': states, 'state': together.init()}

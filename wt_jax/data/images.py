@@ -82,8 +82,9 @@ def cifar_crop_flip(image, size, key):
   return tf.image.stateless_random_flip_left_right(image, seed=flip_key)
 
 
-def _crop_window(shape, key):
-  """(begin, size) of an inception-style crop of an image of `shape`."""
+def crop_window(shape, key):
+  """(begin, size) of an inception-style crop (area 8..100%, aspect
+  3/4..4/3) of an image of `shape`, drawn from `key`."""
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
       seed=key, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
@@ -104,7 +105,7 @@ def _resize_flip(crop, size, key):
 def random_resized_crop_flip(image, size, key):
   """Inception-style crop (area 8..100%, aspect 3/4..4/3) + random flip."""
   crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key))
-  begin, crop_size = _crop_window(tf.shape(image), crop_key)
+  begin, crop_size = crop_window(tf.shape(image), crop_key)
   return _resize_flip(tf.slice(image, begin, crop_size), size, flip_key)
 
 
@@ -118,14 +119,14 @@ def decode_random_resized_crop_flip(encoded, size, key):
   crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key))
 
   def jpeg():
-    begin, crop_size = _crop_window(tf.image.extract_jpeg_shape(encoded),
+    begin, crop_size = crop_window(tf.image.extract_jpeg_shape(encoded),
                                     crop_key)
     window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
     return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
 
   def other():
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    begin, crop_size = _crop_window(tf.shape(image), crop_key)
+    begin, crop_size = crop_window(tf.shape(image), crop_key)
     return tf.slice(image, begin, crop_size)
 
   crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)

@@ -43,6 +43,7 @@ from wt_jax.train.sharding import replicated
 from wt_jax.train.sharding import seeds_batch_sharding
 from wt_jax.train.sharding import to_host
 from wt_jax.train.step import base_key
+from wt_jax.train.step import jitted_reset_sums
 from wt_jax.train.step import TrainState
 from wt_jax.train.step import TrainStep
 from wt_jax.widths import Widths
@@ -113,29 +114,19 @@ class SeedsStep:
 
   @functools.cached_property
   def reset_sums(self):
-    return jax.jit(
-        lambda s: s.replace(sums=jax.tree.map(jnp.zeros_like, s.sums)),
-        in_shardings=(self.shardings,), out_shardings=self.shardings,
-        donate_argnums=(0,))
+    return jitted_reset_sums(self.shardings)
 
   def mean_metrics(self, state: TrainState) -> list[dict[str, float]]:
     """Per seed, `TrainStep.mean_metrics`."""
     sums = to_host(state.sums)
-    out = []
-    for i in range(len(self.seeds)):
-      count = max(float(sums['count'][i]), 1.0)
-      out.append({
-          ('train_loss' if k == 'loss' else k if k == 'extra_loss' else
-           f'train_{k}'): float(sums[k][i]) / count
-          for k in self.base.metric_names})
-    return out
+    return [self.base.means({k: v[i] for k, v in sums.items()})
+            for i in range(len(self.seeds))]
 
   def check_finite(self, state: TrainState, detected_at: int) -> None:
     """NonFiniteLossError naming the first seed with a non-finite loss."""
-    bad = to_host(state.nonfinite_step)
-    for i in np.flatnonzero(bad >= 0)[:1]:
-      self.single(int(i)).check_finite(self.unstack(state, int(i)),
-                                       detected_at)
+    steps, values = to_host((state.nonfinite_step, state.nonfinite_value))
+    for i in range(len(self.seeds)):
+      self.single(i).raise_if_nonfinite(steps[i], values[i], detected_at)
 
 
 def train_and_evaluate_seeds(config, widths: Widths,

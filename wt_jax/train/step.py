@@ -277,22 +277,26 @@ class TrainStep:
   @functools.cached_property
   def reset_sums(self) -> Callable[[TrainState], TrainState]:
     """Jitted `state -> state` with the metric sums zeroed (donated)."""
-    return jax.jit(
-        lambda s: s.replace(sums=jax.tree.map(jnp.zeros_like, s.sums)),
-        in_shardings=(self.shardings,), out_shardings=self.shardings,
-        donate_argnums=(0,))
+    return jitted_reset_sums(self.shardings)
 
   def mean_metrics(self, state: TrainState) -> dict[str, float]:
     """The metric means since the last reset, by their logged names:
     `train_loss` (the objective), `extra_loss`, `train_<name>`."""
-    sums = to_host(state.sums)
+    return self.means(to_host(state.sums))
+
+  def means(self, sums: Mapping[str, Any]) -> dict[str, float]:
+    """`mean_metrics` of one run's metric sums, on the host."""
     count = max(float(sums['count']), 1.0)
     return {('train_loss' if k == 'loss' else k if k == 'extra_loss' else
              f'train_{k}'): float(sums[k]) / count for k in self.metric_names}
 
   def check_finite(self, state: TrainState, detected_at: int) -> None:
     """Raises NonFiniteLossError if any step so far had a non-finite loss."""
-    bad_step, value = to_host((state.nonfinite_step, state.nonfinite_value))
+    self.raise_if_nonfinite(
+        *to_host((state.nonfinite_step, state.nonfinite_value)), detected_at)
+
+  def raise_if_nonfinite(self, bad_step, value, detected_at: int) -> None:
+    """`check_finite` of the host values `state.nonfinite_step/value`."""
     if int(bad_step) >= 0:
       raise NonFiniteLossError(int(bad_step), float(value), (
           f'training loss is {float(value)} at step {int(bad_step)} of '
@@ -300,3 +304,12 @@ class TrainStep:
           f'detected at step {detected_at} (the loss is checked every '
           f'log_every={max(1, int(self.train_config.log_every))} steps, '
           'before each checkpoint and at the end).'))
+
+
+def jitted_reset_sums(shardings) -> Callable[[TrainState], TrainState]:
+  """Jitted `state -> state` with the metric sums zeroed, the state placed
+  by `shardings` and donated."""
+  return jax.jit(
+      lambda s: s.replace(sums=jax.tree.map(jnp.zeros_like, s.sums)),
+      in_shardings=(shardings,), out_shardings=shardings,
+      donate_argnums=(0,))
