@@ -98,7 +98,7 @@ def base(optimizer: str):
   c.morphnet.average_last = 4
   c.morphnet.calib_batches = 20
   c.morphnet.min_width = 1  # a 4-channel group of the width arms can shrink
-  c.autoslim.epochs = 3.0
+  c.autoslim.epochs = 5.0
   c.autoslim.min_width = 1
   c.autoslim.lr = 0.2
   c.autoslim.step_fraction = 0.1

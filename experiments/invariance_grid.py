@@ -5,9 +5,14 @@ r"""Runs the width-invariance grid (experiments/invariance_configs.py).
 
 Every (optimizer, arm, seed) is one `python -m wt_jax.main` subprocess in
 its own workdir (`<root>/<optimizer>/<arm>/seed_<s>`), so a killed grid
-resumes: runs that ended are skipped (`<root>/runs.jsonl`), a killed one
-runs again (from its checkpoint where it has one). Each subprocess's wall
-and CPU time and the load average are appended to `<root>/runs.jsonl`. The runs share a persistent JAX compilation cache
+resumes: a run that ended with this config is skipped (`<root>/runs.jsonl`),
+a killed one runs again (from its checkpoint where it has one), and one whose
+config has changed since it ended runs again (the pipeline moves its old
+outputs to `superseded/`). "This config" is `config_digest`: the whole config
+minus the blocks of the width optimizers the run does not use, so changing
+AutoSlim's budget re-runs the AutoSlim runs only. Each subprocess's wall and
+CPU time, the load average and the digest are appended to
+`<root>/runs.jsonl`. The runs share a persistent JAX compilation cache
 (`<root>/jax_cache`): seeds of one arm compile the same programs.
 CIFAR-10 is unzipped from ../shared once (never into the repository).
 """
@@ -27,6 +32,10 @@ _ROOT = os.path.dirname(_HERE)
 sys.path.insert(0, _ROOT)
 
 from experiments import invariance_configs as grid  # noqa: E402  pylint: disable=g-import-not-at-top
+from wt_jax import defaults  # noqa: E402  pylint: disable=g-import-not-at-top
+from wt_jax import fingerprint  # noqa: E402  pylint: disable=g-import-not-at-top
+from wt_jax import pipeline  # noqa: E402  pylint: disable=g-import-not-at-top
+from wt_jax import width_optimizers  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # The order: every arm's first seed before any second seed, MorphNet first,
 # so a grid cut short still has every arm.
@@ -51,12 +60,45 @@ def _children_cpu() -> float:
   return usage.ru_utime + usage.ru_stime
 
 
-def finished(root: str) -> set[str]:
-  """Specs that already ended with rc 0 (the grid resumes after them)."""
+def config_digest(config: dict) -> str:
+  """Digest of a run's config (a dict, as its workdir stores it): every leaf
+  but the result-free ones (`fingerprint.RESULT_FREE`) and the blocks of the
+  registered width optimizers other than its own, which cannot change its
+  result. A field the stored config lacks, because it was added to wt_jax
+  later, counts at its default: adding a field keeps the old behaviour."""
+  flat = fingerprint.flatten(defaults.get_config().to_dict())
+  flat.update(fingerprint.flatten(config))
+  unused = set(width_optimizers.REGISTRY) - {config['optimizer']}
+  return fingerprint.digest({
+      k: v for k, v in flat.items()
+      if k not in fingerprint.RESULT_FREE and k.split('.')[0] not in unused})
+
+
+def finished(root: str) -> dict[str, str]:
+  """{spec: config digest} of the runs that ended with rc 0 (the last such
+  record of each spec). A record written before digests were recorded
+  gets the digest of the config its workdir holds (`config.json`)."""
   path = os.path.join(root, 'runs.jsonl')
   if not os.path.exists(path):
-    return set()
-  return {r['spec'] for r in map(json.loads, open(path)) if r['rc'] == 0}
+    return {}
+  out = {}
+  for rec in map(json.loads, open(path)):
+    if rec['rc'] != 0:
+      continue
+    digest = rec.get('config_digest')
+    if digest is None:
+      stored = os.path.join(workdir(root, rec['spec']), 'config.json')
+      digest = (config_digest(json.load(open(stored)))
+                if os.path.exists(stored) else '')
+    out[rec['spec']] = digest
+  return out
+
+
+def current_digest(spec: str) -> str:
+  """The digest of `spec`'s config as the run stores it (normalized)."""
+  config = grid.get_config(spec)
+  pipeline.normalize(config)
+  return config_digest(config.to_dict())
 
 
 def workdir(root: str, spec: str) -> str:
@@ -81,6 +123,7 @@ def run(root: str, spec: str) -> int:
   with open(os.path.join(root, 'runs.jsonl'), 'a') as f:
     f.write(json.dumps(dict(spec=spec, rc=rc, wall_s=wall, cpu_s=cpu,
                             load=os.getloadavg()[0],
+                            config_digest=current_digest(spec),
                             end=time.strftime('%Y-%m-%d %H:%M:%S'))) + '\n')
   print(f'[grid] {time.strftime("%H:%M:%S")} {spec}: rc={rc} in {wall:.0f} s'
         f' (load {os.getloadavg()[0]:.1f})', flush=True)
@@ -99,7 +142,10 @@ def main() -> int:
   os.makedirs(args.root, exist_ok=True)
   t0 = time.time()
   done = finished(args.root)
-  failed = [s for s in specs if s not in done and run(args.root, s) != 0]
+  todo = [s for s in specs if done.get(s) != current_digest(s)]
+  print(f'[grid] {len(specs) - len(todo)} of {len(specs)} runs ended with '
+        f'this config; running {len(todo)}', flush=True)
+  failed = [s for s in todo if run(args.root, s) != 0]
   total = time.time() - t0
   with open(os.path.join(args.root, 'grid.jsonl'), 'a') as f:
     f.write(json.dumps(dict(runs=len(specs), failed=failed, wall_s=total,

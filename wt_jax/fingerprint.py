@@ -29,12 +29,12 @@ RESULT_FREE = frozenset({
 })
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
   out = {}
   for key, value in tree.items():
     path = f'{prefix}{key}'
     if isinstance(value, Mapping):
-      out.update(_flatten(value, path + '.'))
+      out.update(flatten(value, path + '.'))
     else:
       out[path] = list(value) if isinstance(value, tuple) else value
   return out
@@ -44,7 +44,7 @@ def config_fields(config, prefixes: Iterable[str],
                   exclude: Iterable[str] = ()) -> dict[str, Any]:
   """The config's leaves under `prefixes` (dotted), minus RESULT_FREE and
   `exclude`, as {dotted path: value}."""
-  flat = _flatten(config.to_dict())
+  flat = flatten(config.to_dict())
   prefixes = tuple(prefixes)
   skip = RESULT_FREE | set(exclude)
   return {k: v for k, v in sorted(flat.items())
