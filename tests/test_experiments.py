@@ -1,0 +1,70 @@
+"""The invariance grid's resume rule (experiments/invariance_grid.py): a run
+is skipped only if it ended with the config it would run now."""
+import json
+import os
+import sys
+
+from _tiny import REPO
+
+sys.path.insert(0, REPO)
+from experiments import invariance_grid as grid  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def _stored(spec):
+  """The config a run of `spec` stores in its workdir (config.json)."""
+  config = grid.grid.get_config(spec)
+  grid.pipeline.normalize(config)
+  return json.loads(json.dumps(config.to_dict()))
+
+
+def _record(root, spec, rc=0, digest=None, config=None):
+  with open(os.path.join(root, 'runs.jsonl'), 'a') as f:
+    rec = dict(spec=spec, rc=rc, wall_s=1.0)
+    if digest is not None:
+      rec['config_digest'] = digest
+    f.write(json.dumps(rec) + '\n')
+  if config is not None:
+    wd = grid.workdir(str(root), spec)
+    os.makedirs(wd, exist_ok=True)
+    with open(os.path.join(wd, 'config.json'), 'w') as f:
+      json.dump(config, f)
+
+
+def test_only_runs_that_ended_with_this_config_are_skipped(tmp_path):
+  a, b, c = 'morphnet:direct:0', 'autoslim:direct:0', 'morphnet:width:1'
+  _record(tmp_path, a, digest=grid.current_digest(a))
+  stale = grid.config_digest(dict(_stored(b), seed=7))
+  _record(tmp_path, b, digest=stale)
+  _record(tmp_path, c, rc=1, digest=grid.current_digest(c))
+  done = grid.finished(str(tmp_path))
+  assert done[a] == grid.current_digest(a)
+  assert done[b] != grid.current_digest(b)  # changed: runs again
+  assert c not in done  # failed: runs again
+  # A later success of the same spec replaces the earlier record.
+  _record(tmp_path, b, digest=grid.current_digest(b))
+  assert grid.finished(str(tmp_path))[b] == grid.current_digest(b)
+
+
+def test_digest_ignores_unused_optimizers_and_result_free_fields():
+  spec = 'morphnet:compound:2'
+  base = _stored(spec)
+  other = json.loads(json.dumps(base))
+  other['autoslim']['epochs'] = 99.0  # not this run's optimizer
+  other['train']['log_every'] = 7  # result-free
+  assert grid.config_digest(other) == grid.config_digest(base)
+  other['morphnet']['epochs'] = 99.0  # this run's optimizer
+  assert grid.config_digest(other) != grid.config_digest(base)
+  other = json.loads(json.dumps(base))
+  other['data']['sample_fraction'] = 0.5
+  assert grid.config_digest(other) != grid.config_digest(base)
+
+
+def test_a_record_without_a_digest_is_read_from_its_workdir(tmp_path):
+  spec = 'morphnet:samples:0'
+  legacy = _stored(spec)
+  del legacy['arch_module'], legacy['train']['batch_seeds']  # added later
+  _record(tmp_path, spec, config=legacy)
+  assert grid.finished(str(tmp_path))[spec] == grid.current_digest(spec)
+  changed = dict(legacy, width_mult=0.25)
+  _record(tmp_path, spec, config=changed)
+  assert grid.finished(str(tmp_path))[spec] != grid.current_digest(spec)
