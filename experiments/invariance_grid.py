@@ -38,10 +38,13 @@ from wt_jax import pipeline  # noqa: E402  pylint: disable=g-import-not-at-top
 from wt_jax import width_optimizers  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # The order: every arm's first seed before any second seed, MorphNet first,
-# so a grid cut short still has every arm.
+# so a grid cut short still has every arm. AutoSlim (a direct run costs
+# ~45 min here) has two direct seeds, the second last: one pair of direct
+# seeds is its noise floor.
 DEFAULT_RUNS = (
     [f'morphnet:{a}:{s}' for s in (0, 1, 2) for a in grid.ARMS] +
-    ['autoslim:direct:0'] + [f'autoslim:compound:{s}' for s in (0, 1, 2)])
+    ['autoslim:direct:0'] + [f'autoslim:compound:{s}' for s in (0, 1, 2)] +
+    ['autoslim:direct:1'])
 
 
 def ensure_data() -> None:

@@ -44,6 +44,7 @@ sys.path.insert(0, _ROOT)
 from matplotlib.figure import Figure
 
 from experiments import invariance_configs as grid
+from experiments import invariance_grid
 from wt_jax import files
 from wt_jax import problem as problem_lib
 from wt_jax import projection
@@ -59,15 +60,19 @@ def _read(path: str) -> Optional[Any]:
   return files.read_json(path) if files.exists(path) else None
 
 
-def _walls(root: str) -> dict[str, float]:
-  """The last successful subprocess wall time of each run spec."""
+def _walls(root: str) -> dict[str, dict]:
+  """The runs.jsonl record of each run spec that ended with the config it
+  has now (`invariance_grid.finished`): a run whose config has changed since
+  is left out, so no figure of another config is reported."""
+  done = invariance_grid.finished(root)
   out = {}
   path = os.path.join(root, 'runs.jsonl')
   if os.path.exists(path):
     for line in open(path):
       rec = json.loads(line)
-      if rec['rc'] == 0:
-        out[rec['spec']] = rec
+      spec = rec['spec']
+      if rec['rc'] == 0 and done[spec] == invariance_grid.current_digest(spec):
+        out[spec] = rec
   return out
 
 
@@ -96,8 +101,10 @@ def _time_parts(details: dict, timing: dict, wall: Optional[float]) -> dict:
 
 def collect_run(root: str, optimizer: str, arm: str, seed: int,
                 walls: dict) -> Optional[dict]:
-  """One run's figures (None if it has not finished)."""
+  """One run's figures (None if it has not finished with this config)."""
   spec = f'{optimizer}:{arm}:{seed}'
+  if spec not in walls:
+    return None
   wd = Workdir(os.path.join(root, optimizer, arm, f'seed_{seed}'))
   found = result_lib.load(wd.optimize())
   transferred = _read(wd.widths('transferred'))
@@ -348,6 +355,10 @@ def plot(runs: list[dict], names, path: str) -> None:
   files.write_bytes(path, buf.getvalue())
 
 
+def _spec(run: dict) -> str:
+  return f'{run["optimizer"]}:{run["arm"]}:{run["seed"]}'
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--root', default='/work/invariance')
@@ -366,8 +377,16 @@ def main() -> int:
   grid_log = [json.loads(l) for l in open(os.path.join(args.root,
                                                        'grid.jsonl'))] \
       if os.path.exists(os.path.join(args.root, 'grid.jsonl')) else []
+  total = dict(runs=len(runs),
+               wall_s=sum(r['wall_time_s'] for r in runs),
+               cpu_s=sum(walls[_spec(r)].get('cpu_s') or 0.0 for r in runs),
+               runs_without_cpu_s=sum('cpu_s' not in walls[_spec(r)]
+                                      for r in runs))
+  print(f'{total["runs"]} runs: {total["wall_s"] / 60:.1f} min of subprocess '
+        f'wall time, {total["cpu_s"] / 60:.1f} min CPU '
+        f'({total["runs_without_cpu_s"]} without a CPU record)')
   out = dict(runs=runs, invariance=inv, noise_floor=floor, cost=costs,
-             groups=names, grid=grid_log)
+             groups=names, grid=grid_log, total=total)
   files.write_json(os.path.join(args.out, 'cifar10.json'), out)
   plot(runs, names, os.path.join(args.out, 'cifar10_multipliers.png'))
   sections = {'invariance': invariance_md(inv, floor),
