@@ -20,6 +20,9 @@
 #      per host core) against the images per second step 2 consumes;
 #   4. CIFAR-10 ResNet-20: uniform vs compound-transferred, 3 seeds in one
 #      program (train.batch_seeds), short;
+#   4b. the accuracy grid's accelerator preset (`experiments/accuracy_grid.py
+#      --budget=gpu --plan`): its work, and its expected wall time at step 4's
+#      per-seed training rate;
 #   5. results/gpu.md (or the dry run's folder) from the pieces.
 # Assumes: the repository installed (`pip install -e .`) in the Python that
 # PYTHON names (default python3, e.g. PYTHON=.venv/bin/python), run from anywhere;
@@ -72,6 +75,14 @@ $PY -m wt_jax.main --config=configs/cifar10_resnet20.py --workdir="$OUT/cifar10"
   --config.train.batch_seeds=True "${STEPS[@]}" \
   > "$OUT/cifar10.log" 2>&1
 
+# 4b. The accelerator preset of the accuracy grid: its work, and its expected
+# wall time at the per-seed training rate step 4 measured (a lower rate than
+# one seed alone would get, so the hours are an upper bound).
+RATE=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['img_per_s'])" \
+  "$OUT/cifar10/train/uniform/seed_0/final.json")
+$PY experiments/accuracy_grid.py --budget=gpu --plan --img_per_s="$RATE" \
+  > "$OUT/gpu_preset_plan.md" 2> "$OUT/gpu_preset_plan.log"
+
 # 5. The summary.
 PEAK_TFLOPS=${PEAK_TFLOPS:-989} $PY - "$OUT" "$DRY" "$(( $(date +%s) - t0 ))" <<'EOF'
 import json, os, sys
@@ -86,7 +97,10 @@ lines = [f'# Accelerator check{" (CPU dry run: plumbing only)" if dry else ""}',
          open(os.path.join(out, 'throughput.md')).read().strip(), '',
          open(os.path.join(out, 'input_pipeline.md')).read().strip(), '',
          '## CIFAR-10 ResNet-20: uniform vs compound-transferred', '',
-         open(os.path.join(out, 'cifar10', 'results.md')).read().strip()]
+         open(os.path.join(out, 'cifar10', 'results.md')).read().strip(), '',
+         '## The accuracy grid on this accelerator (`python '
+         'experiments/accuracy_grid.py --budget=gpu`), planned', '',
+         open(os.path.join(out, 'gpu_preset_plan.md')).read().strip()]
 peak = float(os.environ['PEAK_TFLOPS']) * 1e12
 for label, rec in t['raw'].items():
   flops = rec['info'].get('ours_bf16', {}).get('hlo', {}).get('ours', {}).get(

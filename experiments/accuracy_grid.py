@@ -18,10 +18,19 @@ finished stages and resumes training from its checkpoints. An arm with
 
 After each arm, experiments/accuracy_results.py regenerates results/cifar10_accuracy.md
 (unless --no_results). A failing arm is logged and the grid goes on.
+
+  python experiments/accuracy_grid.py --budget=gpu --plan [--img_per_s=N]
+
+prints the grid's work without running it (`plan`): per arm, the images
+through a training step (final training over all seeds, and the width
+optimization), and with `--img_per_s` (a measured training rate of the
+uniform network; `bench/accelerator_check.sh` passes its own) the expected
+wall time.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import subprocess
@@ -36,6 +45,97 @@ sys.path.insert(0, _ROOT)
 from experiments import accuracy_configs as grid_configs  # noqa: E402  pylint: disable=g-import-not-at-top
 
 DEFAULT_ROOT = '/work/grid_cifar10'
+
+
+# Greedy slimming rounds from the full width to 50% of the MACs at 10% steps:
+# 39, measured (the invariance grid's direct AutoSlim run, ResNet-20 w0.5,
+# optimize/history.json); each round scores one candidate per unit.
+SLIM_ROUNDS = 39
+FORWARD = 1 / 3  # a forward pass, in training steps (forward + backward)
+
+
+def _steps_images(train_config, epochs: float, examples: float) -> float:
+  """Images through one run's steps: num_steps x batch, else epochs x split."""
+  if int(train_config.num_steps) > 0:
+    return int(train_config.num_steps) * int(train_config.batch_size)
+  return math.ceil(epochs * examples / train_config.batch_size) * int(
+      train_config.batch_size)
+
+
+def plan(budget: str) -> list[dict]:
+  """The work of every arm of `budget`, in training-step images.
+
+  `final`: all seeds of the final training plus its test evaluation, every
+  arm at the uniform network's MACs. `optimize`: the width optimization,
+  counted as if its network were the full one (an upper bound: a projected
+  network's step is cheaper, on an accelerator far less than its MACs say).
+  MorphNet's step is one pass (its regularizer costs nothing measurable,
+  results/bench.md); AutoSlim's sandwich step is 2 + num_random masked
+  full-width passes, and its slimming SLIM_ROUNDS x units candidates, each
+  a forward pass over its calibration and val images (units:
+  `autoslim.space`, groups tied by identity shortcuts are one unit).
+  """
+  # pylint: disable=g-import-not-at-top
+  from wt_jax import problem as problem_lib
+  from wt_jax import projection
+  from wt_jax.autoslim import space
+  from wt_jax import widths as widths_lib
+  # pylint: enable=g-import-not-at-top
+  rows = []
+  for arm in grid_configs.ORDER:
+    c = grid_configs.arm_config(budget, arm)
+    spec = grid_configs.ARMS[arm]
+    train_split = (grid_configs.CIFAR10_TRAIN * (1 - c.data.val_fraction)
+                   * c.data.sample_fraction)
+    val = grid_configs.CIFAR10_TRAIN * c.data.val_fraction
+    seeds = len(c.seeds)
+    final = seeds * (_steps_images(c.train, c.train.epochs, train_split) +
+                     FORWARD * 10_000)
+    opt, opt_examples = 0.0, grid_configs.optimization_examples(c)
+    if spec['optimizer'] == 'morphnet' and not spec.get('share_optimize_from'):
+      mc = c.morphnet
+      trainc = c.train.copy_and_resolve_references()
+      trainc.num_steps = mc.num_steps
+      opt = _steps_images(trainc, mc.epochs, opt_examples)
+    elif spec['optimizer'] == 'autoslim':
+      ac = c.autoslim
+      trainc = c.train.copy_and_resolve_references()
+      trainc.num_steps = ac.num_steps
+      prob = problem_lib.Problem(  # CIFAR-10's sizes; no data is read
+          widths_lib.uniform(c.arch, c.width_mult,
+                             divisor=c.transfer.divisor),
+          c.data, 32, 10, int(train_split), float(c.width_mult))
+      if 'optimize' in c.stages:  # the projected network's units
+        prob = projection.project(prob, c.projection,
+                                  divisor=c.transfer.divisor)
+      units = space.space_from_config(c, prob.widths, prob.resolution,
+                                      prob.num_classes).num_units
+      scored = (ac.calib_batches * c.train.batch_size +
+                (ac.eval_batches * c.train.eval_batch_size
+                 if ac.eval_batches else val))
+      opt = (_steps_images(trainc, ac.epochs, opt_examples) *
+             (2 + ac.num_random) + FORWARD * SLIM_ROUNDS * units * scored)
+    rows.append(dict(arm=arm, seeds=seeds, final=final, optimize=opt))
+  return rows
+
+
+def print_plan(budget: str, img_per_s: float) -> None:
+  rows = plan(budget)
+  total = sum(r['final'] + r['optimize'] for r in rows)
+  print(f'| arm | seeds | final training (images) | width optimization '
+        f'(images, upper bound) |{" hours |" if img_per_s else ""}')
+  print(f'|---|---:|---:|---:|{"---:|" if img_per_s else ""}')
+  for r in rows:
+    hours = ((r['final'] + r['optimize']) / img_per_s / 3600 if img_per_s
+             else None)
+    print(f'| {r["arm"]} | {r["seeds"]} | {r["final"]:.3g} | '
+          f'{r["optimize"]:.3g} |' + (f' {hours:.2f} |' if img_per_s else ''))
+  line = f'total: {total:.4g} training-step images'
+  if img_per_s:
+    line += (f'; at {img_per_s:.0f} img/s, {total / img_per_s / 3600:.1f} h '
+             'of steps (compilation, data decoding and checkpoints not '
+             'counted)')
+  print(line)
 
 
 def ensure_data():
@@ -109,7 +209,14 @@ def main():
                       help='comma-separated arms, run in this order')
   parser.add_argument('--no_results', action='store_true',
                       help='do not regenerate results/cifar10_accuracy.md')
+  parser.add_argument('--plan', action='store_true',
+                      help='print the work of every arm; run nothing')
+  parser.add_argument('--img_per_s', type=float, default=0.0,
+                      help='with --plan: a measured training rate')
   args = parser.parse_args()
+  if args.plan:
+    print_plan(args.budget, args.img_per_s)
+    return 0
   arms = [a for a in args.arms.split(',') if a]
   unknown = [a for a in arms if a not in grid_configs.ARMS]
   if unknown:

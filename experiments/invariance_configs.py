@@ -91,12 +91,7 @@ def base(optimizer: str):
   c.train.log_every = 50
   c.train.checkpoint_every = 0  # one checkpoint, at the end: short runs
   c.optimizer = optimizer
-  c.morphnet.epochs = 5.0
-  c.morphnet.lr = 0.2  # x batch/256: 0.1 per step
-  c.morphnet.strength_knob = 1.0
-  c.morphnet.shrink_to = 0.0  # a fixed budget: never stop at a target
-  c.morphnet.average_last = 4
-  c.morphnet.calib_batches = 20
+  morphnet_rule(c)
   c.morphnet.min_width = 1  # a 4-channel group of the width arms can shrink
   c.autoslim.epochs = 5.0
   c.autoslim.min_width = 1
@@ -112,11 +107,32 @@ def base(optimizer: str):
   return c
 
 
+def morphnet_rule(c, train_examples: int = 0) -> None:
+  """Sets MorphNet's fixed-budget rule (the module doc) on config `c`: 5
+  epochs at a fixed learning rate, strength knob 1, never stopped at a MACs
+  target, the mean alive counts of the last epoch's 4 exports, the deciding
+  net measured after BN recalibration. `train_examples` > 0 also sets the
+  export cadence to a quarter epoch of that training split."""
+  c.morphnet.epochs = 5.0
+  c.morphnet.lr = 0.2  # x batch/256: 0.1 per step at batch 128
+  c.morphnet.strength_knob = 1.0
+  c.morphnet.shrink_to = 0.0  # a fixed budget: never stop at a target
+  c.morphnet.average_last = 4
+  c.morphnet.calib_batches = 20
+  if train_examples > 0:
+    c.morphnet.export_every = quarter_epoch(train_examples,
+                                            c.train.batch_size)
+
+
+def quarter_epoch(train_examples: float, batch_size: int) -> int:
+  """Steps per quarter epoch of a training split (at least 1)."""
+  return max(1, int(train_examples // batch_size) // 4)
+
+
 def export_every(optimizer: str, arm: str) -> int:
   """Steps per quarter epoch of the arm's own training split."""
   del optimizer
-  train = 45_000 * ARMS[arm]['sample_fraction']
-  return max(1, int(train // 128) // 4)
+  return quarter_epoch(45_000 * ARMS[arm]['sample_fraction'], 128)
 
 
 def get_config(spec: str = 'morphnet:direct:0'):

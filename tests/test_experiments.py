@@ -68,3 +68,22 @@ def test_a_record_without_a_digest_is_read_from_its_workdir(tmp_path):
   changed = dict(legacy, width_mult=0.25)
   _record(tmp_path, spec, config=changed)
   assert grid.finished(str(tmp_path))[spec] != grid.current_digest(spec)
+
+
+def test_accuracy_grid_plan_counts_the_gpu_preset_in_closed_form():
+  from experiments import accuracy_grid  # pylint: disable=g-import-not-at-top
+  rows = {r['arm']: r for r in accuracy_grid.plan('gpu')}
+  # 45,000 training images (10% val out of 50,000), batch 128, 3 seeds.
+  steps = lambda epochs, n: -(-epochs * n // 128) * 128
+  final = 3 * (steps(30, 45_000) + 10_000 / 3)
+  assert all(r['final'] == final for r in rows.values())
+  assert rows['uniform']['optimize'] == 0
+  assert rows['mn_depth_avg']['optimize'] == 0  # shares mn_depth_last's
+  # MorphNet's fixed 5-epoch budget, on its own training split.
+  assert rows['mn_direct']['optimize'] == steps(5, 45_000)
+  assert rows['mn_samples']['optimize'] == steps(5, 4_500)
+  # AutoSlim: 10 epochs of 4 passes, 39 rounds x 12 units (ResNet-20: the
+  # stem stream of each stage and 9 block interiors) x (20 x 128 calibration
+  # + 5,000 val images) forward passes.
+  assert rows['as_direct']['optimize'] == (
+      steps(10, 45_000) * 4 + 39 * 12 * (20 * 128 + 5_000) / 3)
