@@ -567,3 +567,20 @@ def test_unprepared_imagenet_names_the_data_dir_and_the_manual_download(
   assert "config.data.source='imagenet2012'" in message
   assert str(tmp_path) in message and 'TFDS_DATA_DIR' in message
   assert 'ILSVRC2012_img_train.tar' in message and '--manual_dir' in message
+
+
+def test_tensorflow_is_imported_without_keras_and_keras_still_works():
+  """wt_jax.data skips TF's eager Keras import (start-up time) and leaves
+  the environment as it was: tf.keras still loads on first use."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ('import os, sys\n'
+          'import wt_jax.data\n'
+          'print("keras.src.optimizers" in sys.modules,'
+          ' "TF_USE_LEGACY_KERAS" in os.environ)\n'
+          'import tensorflow as tf\n'
+          'print(tf.keras.layers.Dense.__module__.startswith("keras"))\n')
+  env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
+  out = subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                       capture_output=True, text=True).stdout.split()
+  assert out == ['False', 'False', 'True']

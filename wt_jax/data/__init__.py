@@ -30,10 +30,35 @@ per process (`clear_caches()` forgets them).
 Bad data or config fields raise `DataError` (a `ValueError`) naming the
 field, the value and what is allowed.
 """
+import importlib.util
+import os
+import sys
+
+
+def _import_tensorflow_without_keras():
+  """`import tensorflow`, skipping the Keras import TF does eagerly.
+
+  TF imports Keras 3 (and scikit-learn through it) at import time, ~2 s of
+  every run's start-up, though wt_jax uses only tf.data and tf.image. TF
+  skips that import when asked for the legacy Keras (`TF_USE_LEGACY_KERAS`)
+  and `tf_keras` is not installed. So, only in that case, and only if TF is
+  not imported yet and the user has not set the variable, it is set for the
+  import and removed right after: `tf.keras` still loads Keras 3 lazily on
+  first use.
+  """
+  if ('tensorflow' in sys.modules or 'TF_USE_LEGACY_KERAS' in os.environ or
+      importlib.util.find_spec('tf_keras') is not None):
+    return importlib.import_module('tensorflow')
+  os.environ['TF_USE_LEGACY_KERAS'] = '1'
+  try:
+    return importlib.import_module('tensorflow')
+  finally:
+    del os.environ['TF_USE_LEGACY_KERAS']
+
+
 # TensorFlow is imported only inside wt_jax/data/. Hide the GPUs from it at
 # once, before any submodule (each imports TF too) can touch a device.
-import tensorflow as tf
-
+tf = _import_tensorflow_without_keras()
 tf.config.set_visible_devices([], 'GPU')
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
