@@ -42,7 +42,13 @@ _ROOT = os.path.dirname(_HERE)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _HERE]
 sys.path.insert(0, _ROOT)
 
-from experiments import accuracy_configs as grid_configs  # noqa: E402  pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import accuracy_configs as grid_configs  # noqa: E402
+from wt_jax import problem as problem_lib  # noqa: E402
+from wt_jax import projection  # noqa: E402
+from wt_jax import widths as widths_lib  # noqa: E402
+from wt_jax.autoslim import space  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_ROOT = '/work/grid_cifar10'
 
@@ -75,12 +81,6 @@ def plan(budget: str) -> list[dict]:
   a forward pass over its calibration and val images (units:
   `autoslim.space`, groups tied by identity shortcuts are one unit).
   """
-  # pylint: disable=g-import-not-at-top
-  from wt_jax import problem as problem_lib
-  from wt_jax import projection
-  from wt_jax.autoslim import space
-  from wt_jax import widths as widths_lib
-  # pylint: enable=g-import-not-at-top
   rows = []
   for arm in grid_configs.ORDER:
     c = grid_configs.arm_config(budget, arm)
