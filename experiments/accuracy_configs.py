@@ -214,11 +214,16 @@ FIXED_BUDGET_MORPHNET = frozenset({'gpu'})
 CIFAR10_TRAIN = 50_000  # images in CIFAR-10's train split (val comes out of it)
 
 
+def train_examples(c) -> float:
+  """The original training split: train minus val, times the data's sample
+  fraction."""
+  return CIFAR10_TRAIN * (1 - c.data.val_fraction) * c.data.sample_fraction
+
+
 def optimization_examples(c) -> float:
   """Training images of the arm's width optimization: the original training
-  split (train minus val, times the data's sample fraction), times the
-  projection's sample fraction for a projected optimization."""
-  n = CIFAR10_TRAIN * (1 - c.data.val_fraction) * c.data.sample_fraction
+  split, times the projection's sample fraction for a projected one."""
+  n = train_examples(c)
   return n * c.projection.sample_fraction if 'optimize' in c.stages else n
 
 

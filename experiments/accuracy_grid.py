@@ -30,7 +30,6 @@ wall time.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import subprocess
@@ -44,10 +43,13 @@ sys.path.insert(0, _ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments import accuracy_configs as grid_configs  # noqa: E402
+from wt_jax import autoslim  # noqa: E402
+from wt_jax import morphnet  # noqa: E402
 from wt_jax import problem as problem_lib  # noqa: E402
 from wt_jax import projection  # noqa: E402
 from wt_jax import widths as widths_lib  # noqa: E402
-from wt_jax.autoslim import space  # noqa: E402
+from wt_jax.train import batches  # noqa: E402
+from wt_jax.train import recipe  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_ROOT = '/work/grid_cifar10'
@@ -60,12 +62,13 @@ SLIM_ROUNDS = 39
 FORWARD = 1 / 3  # a forward pass, in training steps (forward + backward)
 
 
-def _steps_images(train_config, epochs: float, examples: float) -> float:
-  """Images through one run's steps: num_steps x batch, else epochs x split."""
-  if int(train_config.num_steps) > 0:
-    return int(train_config.num_steps) * int(train_config.batch_size)
-  return math.ceil(epochs * examples / train_config.batch_size) * int(
-      train_config.batch_size)
+def _steps_images(train_config, examples: float) -> int:
+  """Images through the steps of a run of `train_config` on `examples`
+  training images, by the train loop's own rule (full batches per epoch,
+  `recipe.num_train_steps`)."""
+  batch = int(train_config.batch_size)
+  per_epoch = batches.steps_per_epoch(int(examples), batch)
+  return recipe.num_train_steps(train_config, per_epoch) * batch
 
 
 def plan(budget: str) -> list[dict]:
@@ -85,22 +88,16 @@ def plan(budget: str) -> list[dict]:
   for arm in grid_configs.ORDER:
     c = grid_configs.arm_config(budget, arm)
     spec = grid_configs.ARMS[arm]
-    train_split = (grid_configs.CIFAR10_TRAIN * (1 - c.data.val_fraction)
-                   * c.data.sample_fraction)
+    train_split = grid_configs.train_examples(c)
     val = grid_configs.CIFAR10_TRAIN * c.data.val_fraction
     seeds = len(c.seeds)
-    final = seeds * (_steps_images(c.train, c.train.epochs, train_split) +
-                     FORWARD * 10_000)
+    final = seeds * (_steps_images(c.train, train_split) + FORWARD * 10_000)
     opt, opt_examples = 0.0, grid_configs.optimization_examples(c)
     if spec['optimizer'] == 'morphnet' and not spec.get('share_optimize_from'):
-      mc = c.morphnet
-      trainc = c.train.copy_and_resolve_references()
-      trainc.num_steps = mc.num_steps
-      opt = _steps_images(trainc, mc.epochs, opt_examples)
+      opt = _steps_images(morphnet.structure_learning_train_config(c),
+                          opt_examples)
     elif spec['optimizer'] == 'autoslim':
       ac = c.autoslim
-      trainc = c.train.copy_and_resolve_references()
-      trainc.num_steps = ac.num_steps
       prob = problem_lib.Problem(  # CIFAR-10's sizes; no data is read
           widths_lib.uniform(c.arch, c.width_mult,
                              divisor=c.transfer.divisor),
@@ -108,13 +105,13 @@ def plan(budget: str) -> list[dict]:
       if 'optimize' in c.stages:  # the projected network's units
         prob = projection.project(prob, c.projection,
                                   divisor=c.transfer.divisor)
-      units = space.space_from_config(c, prob.widths, prob.resolution,
-                                      prob.num_classes).num_units
+      units = autoslim.space_from_config(c, prob.widths, prob.resolution,
+                                         prob.num_classes).num_units
       scored = (ac.calib_batches * c.train.batch_size +
                 (ac.eval_batches * c.train.eval_batch_size
                  if ac.eval_batches else val))
-      opt = (_steps_images(trainc, ac.epochs, opt_examples) *
-             (2 + ac.num_random) + FORWARD * SLIM_ROUNDS * units * scored)
+      opt = (_steps_images(autoslim.slimmable_train_config(c), opt_examples)
+             * (2 + ac.num_random) + FORWARD * SLIM_ROUNDS * units * scored)
     rows.append(dict(arm=arm, seeds=seeds, final=final, optimize=opt))
   return rows
 

@@ -19,6 +19,7 @@ CIFAR-10 is unzipped from ../shared once (never into the repository).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -77,10 +78,10 @@ def config_digest(config: dict) -> str:
       if k not in fingerprint.RESULT_FREE and k.split('.')[0] not in unused})
 
 
-def finished(root: str) -> dict[str, str]:
-  """{spec: config digest} of the runs that ended with rc 0 (the last such
-  record of each spec). A record written before digests were recorded
-  gets the digest of the config its workdir holds (`config.json`)."""
+def finished(root: str) -> dict[str, dict]:
+  """{spec: its last runs.jsonl record with rc 0}, each with its
+  `config_digest`: a record written before digests were recorded gets the
+  digest of the config its workdir holds (`config.json`)."""
   path = os.path.join(root, 'runs.jsonl')
   if not os.path.exists(path):
     return {}
@@ -88,20 +89,26 @@ def finished(root: str) -> dict[str, str]:
   for rec in map(json.loads, open(path)):
     if rec['rc'] != 0:
       continue
-    digest = rec.get('config_digest')
-    if digest is None:
+    if 'config_digest' not in rec:
       stored = os.path.join(workdir(root, rec['spec']), 'config.json')
-      digest = (config_digest(json.load(open(stored)))
-                if os.path.exists(stored) else '')
-    out[rec['spec']] = digest
+      rec['config_digest'] = (config_digest(json.load(open(stored)))
+                              if os.path.exists(stored) else '')
+    out[rec['spec']] = rec
   return out
 
 
+@functools.lru_cache(maxsize=None)
 def current_digest(spec: str) -> str:
   """The digest of `spec`'s config as the run stores it (normalized)."""
   config = grid.get_config(spec)
   pipeline.normalize(config)
   return config_digest(config.to_dict())
+
+
+def ended_with_this_config(root: str) -> dict[str, dict]:
+  """The `finished` records whose config is the one their spec has now."""
+  return {spec: rec for spec, rec in finished(root).items()
+          if rec['config_digest'] == current_digest(spec)}
 
 
 def workdir(root: str, spec: str) -> str:
@@ -144,8 +151,8 @@ def main() -> int:
   ensure_data()
   os.makedirs(args.root, exist_ok=True)
   t0 = time.time()
-  done = finished(args.root)
-  todo = [s for s in specs if done.get(s) != current_digest(s)]
+  done = ended_with_this_config(args.root)
+  todo = [s for s in specs if s not in done]
   print(f'[grid] {len(specs) - len(todo)} of {len(specs)} runs ended with '
         f'this config; running {len(todo)}', flush=True)
   failed = [s for s in todo if run(args.root, s) != 0]

@@ -62,18 +62,9 @@ def _read(path: str) -> Optional[Any]:
 
 def _walls(root: str) -> dict[str, dict]:
   """The runs.jsonl record of each run spec that ended with the config it
-  has now (`invariance_grid.finished`): a run whose config has changed since
-  is left out, so no figure of another config is reported."""
-  done = invariance_grid.finished(root)
-  out = {}
-  path = os.path.join(root, 'runs.jsonl')
-  if os.path.exists(path):
-    for line in open(path):
-      rec = json.loads(line)
-      spec = rec['spec']
-      if rec['rc'] == 0 and done[spec] == invariance_grid.current_digest(spec):
-        out[spec] = rec
-  return out
+  has now (`invariance_grid.ended_with_this_config`): a run whose config has
+  changed since is left out, so no figure of another config is reported."""
+  return invariance_grid.ended_with_this_config(root)
 
 
 def _deciding_val(details: dict) -> Optional[float]:

@@ -37,12 +37,14 @@ def test_only_runs_that_ended_with_this_config_are_skipped(tmp_path):
   _record(tmp_path, b, digest=stale)
   _record(tmp_path, c, rc=1, digest=grid.current_digest(c))
   done = grid.finished(str(tmp_path))
-  assert done[a] == grid.current_digest(a)
-  assert done[b] != grid.current_digest(b)  # changed: runs again
+  assert done[a]['config_digest'] == grid.current_digest(a)
+  assert done[b]['config_digest'] != grid.current_digest(b)  # changed
   assert c not in done  # failed: runs again
   # A later success of the same spec replaces the earlier record.
   _record(tmp_path, b, digest=grid.current_digest(b))
-  assert grid.finished(str(tmp_path))[b] == grid.current_digest(b)
+  assert (grid.finished(str(tmp_path))[b]['config_digest'] ==
+          grid.current_digest(b))
+  assert set(grid.ended_with_this_config(str(tmp_path))) == {a, b}
 
 
 def test_digest_ignores_unused_optimizers_and_result_free_fields():
@@ -64,17 +66,20 @@ def test_a_record_without_a_digest_is_read_from_its_workdir(tmp_path):
   legacy = _stored(spec)
   del legacy['arch_module'], legacy['train']['batch_seeds']  # added later
   _record(tmp_path, spec, config=legacy)
-  assert grid.finished(str(tmp_path))[spec] == grid.current_digest(spec)
+  assert (grid.finished(str(tmp_path))[spec]['config_digest'] ==
+          grid.current_digest(spec))
   changed = dict(legacy, width_mult=0.25)
   _record(tmp_path, spec, config=changed)
-  assert grid.finished(str(tmp_path))[spec] != grid.current_digest(spec)
+  assert (grid.finished(str(tmp_path))[spec]['config_digest'] !=
+          grid.current_digest(spec))
 
 
 def test_accuracy_grid_plan_counts_the_gpu_preset_in_closed_form():
   from experiments import accuracy_grid  # pylint: disable=g-import-not-at-top
   rows = {r['arm']: r for r in accuracy_grid.plan('gpu')}
-  # 45,000 training images (10% val out of 50,000), batch 128, 3 seeds.
-  steps = lambda epochs, n: -(-epochs * n // 128) * 128
+  # 45,000 training images (10% val out of 50,000), batch 128, 3 seeds; the
+  # train loop runs full batches only: epochs x floor(n / 128) steps.
+  steps = lambda epochs, n: epochs * (n // 128) * 128
   final = 3 * (steps(30, 45_000) + 10_000 / 3)
   assert all(r['final'] == final for r in rows.values())
   assert rows['uniform']['optimize'] == 0
