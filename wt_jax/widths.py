@@ -105,11 +105,18 @@ def multipliers(widths: Widths, base: Widths) -> np.ndarray:
   return widths.array() / base.array()
 
 
+_HALF_TOLERANCE = 1e-9
+
+
 def round_widths(values: np.ndarray, divisor: int = 8,
                  min_width: Optional[int] = None) -> np.ndarray:
   """Nearest multiple of `divisor` (halves round up), at least `min_width`.
 
-  Monotone non-decreasing in `values`, which FLOPs matching relies on.
+  Monotone non-decreasing in `values`, which FLOPs matching relies on. A
+  value within `_HALF_TOLERANCE` divisor steps below a half rounds up too, so
+  float noise (288 computed as 40 x (288 / 40) = 288.00000000000006 or
+  287.99999999999994) never flips a half: extrapolating through the identity
+  projection gives exactly the direct FLOPs-matched widths.
   """
   if divisor < 1:
     raise WidthError(f'divisor={divisor!r}; allowed: an integer >= 1')
@@ -119,7 +126,8 @@ def round_widths(values: np.ndarray, divisor: int = 8,
   values = np.asarray(values, dtype=np.float64)
   if not np.all(np.isfinite(values)):
     raise WidthError(f'non-finite widths {values.tolist()}')
-  rounded = np.floor(values / divisor + 0.5).astype(np.int64) * divisor
+  rounded = np.floor(values / divisor + 0.5 + _HALF_TOLERANCE).astype(
+      np.int64) * divisor
   return np.maximum(rounded, min_width)
 
 
@@ -195,5 +203,8 @@ def load(path: str, *, expect_arch: Optional[str] = None,
     obj = files.read_json(path)
   except ValueError as e:
     raise WidthError(f'widths file {path!r} is not valid JSON: {e}') from e
+  except OSError as e:  # a directory, unreadable, ...
+    raise WidthError(f'widths file {path!r} cannot be read: '
+                     f'{e.strerror or e}; allowed: a JSON file') from e
   return from_json(obj, expect_arch=expect_arch, expect_depth=expect_depth,
                    source=f'widths file {path!r}')
