@@ -104,7 +104,8 @@ def plan(budget: str) -> list[dict]:
           c.data, 32, 10, int(train_split), float(c.width_mult))
       if 'optimize' in c.stages:  # the projected network's units
         prob = projection.project(prob, c.projection,
-                                  divisor=c.transfer.divisor)
+                                  divisor=c.transfer.divisor,
+                                  num_train=int(opt_examples))
       units = autoslim.space_from_config(c, prob.widths, prob.resolution,
                                          prob.num_classes).num_units
       scored = (ac.calib_batches * c.train.batch_size +
