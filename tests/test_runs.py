@@ -124,9 +124,11 @@ def test_interrupted_step_resumes_only_with_the_same_inputs(tmp_path,
   pipeline.run(c, root)
   seed_dir = os.path.join(root, 'train', 'uniform', 'seed_0')
   final = json.loads(open(os.path.join(seed_dir, 'final.json')).read())
-  # As if killed after its last checkpoint: the same inputs resume from it
-  # (no new training records) and give the same result.
+  # As if killed after its last checkpoint (no final.json, and no manifest,
+  # which is written after it): the same inputs resume from it (no new
+  # training records) and give the same result.
   os.remove(os.path.join(seed_dir, 'final.json'))
+  os.remove(os.path.join(seed_dir, 'outputs.json'))
   pipeline.run(c, root)
   resumed = json.loads(open(os.path.join(seed_dir, 'final.json')).read())
   assert resumed['top1'] == final['top1'] and len(calls) == 2
@@ -134,6 +136,7 @@ def test_interrupted_step_resumes_only_with_the_same_inputs(tmp_path,
   # Killed again, then re-run with another learning rate: the checkpoint
   # is not resumed; it moves to superseded/ and training starts at step 0.
   os.remove(os.path.join(seed_dir, 'final.json'))
+  os.remove(os.path.join(seed_dir, 'outputs.json'))
   pipeline.run(tiny_config(stages=('train_uniform',),
                            **{'train.base_lr': 0.1}), root)
   moved = _superseded(root)
@@ -160,7 +163,8 @@ def test_corrupt_stage_file_is_recomputed_with_a_warning(tmp_path, capsys):
   capsys.readouterr()
   pipeline.run(c, root)
   out = capsys.readouterr().out
-  assert f'corrupt {final}' in out and f'corrupt {summary}' in out, out
+  assert 'corrupt train/uniform/seed_0/final.json' in out, out
+  assert 'corrupt optimize/summary.json' in out, out
   assert json.loads(open(final).read())['arm'] == 'uniform'
   assert result_lib.load(os.path.join(root, 'optimize')).train_macs > 0
 
@@ -319,8 +323,11 @@ def test_quickstart_output_is_short_and_quiet(tmp_path):
 
 @pytest.mark.parametrize('flag, code, message', [
     ('--config.trian.batch_size=3', 2,
-     r"--config.trian.batch_size: unknown config field 'trian' Did you mean "
-     r'"train"'),
+     r"--config.trian.batch_size: config has no field 'trian'; did you mean "
+     r'config.train or config.transfer\? config has: arch, '),
+    ('--config.train.nonexistent=3', 2,
+     r"--config.train.nonexistent: config.train has no field 'nonexistent'; "
+     r'.*config.train has: base_lr, batch_seeds'),
     ('--config.seeds=0,0', 2, r'config.seeds=\(0, 0\) is invalid'),
     ('--config.data.split_seed=-1', 2,
      r'config.data.split_seed=-1 is invalid; allowed: an integer >= 0'),
@@ -329,8 +336,26 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, flag, code, message):
   out = _cli(tmp_path / 'wd', flag)
   assert out.returncode == code, out.stderr[-2000:]
   assert re.search(message, out.stderr), out.stderr[-2000:]
-  assert 'Traceback' not in out.stderr
+  assert len(out.stderr.splitlines()) == 1, out.stderr[-2000:]  # one line
   assert not (tmp_path / 'wd').exists()
+
+
+def test_a_config_file_that_does_not_compile_is_one_line(tmp_path):
+  bad = tmp_path / 'bad.py'
+  bad.write_text('def get_config(:\n  pass\n')
+  out = _cli(tmp_path / 'wd', config=str(bad))
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert re.fullmatch(
+      re.escape(f'error: bad command line: --config={bad}: {bad} is not a '
+                'valid Python config file: a syntax error at line 1 (') +
+      r'.*\n', out.stderr), out.stderr[-2000:]
+
+
+def test_a_field_given_twice_keeps_its_last_value(tmp_path):
+  out = _cli(tmp_path / 'wd', '--config.seeds=0,1', '--config.seeds=2,',
+             '--config.stages=report')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'seeds: [2].' in out.stdout, out.stdout
 
 
 def test_workdir_that_is_a_file_exits_2(tmp_path):

@@ -11,12 +11,40 @@ only:
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from typing import Mapping, Optional
 
 import jax
 import tqdm
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+  """Hides what is written to file descriptor 2 inside the block.
+
+  TensorFlow's C++ start-up lines ("All log messages before
+  absl::InitializeLog() ...", "oneDNN custom operations are on ...") ignore
+  TF_CPP_MIN_LOG_LEVEL; the CLI imports the library inside this block, unless
+  TF_CPP_MIN_LOG_LEVEL is set to 0. A Python exception raised inside still
+  prints normally (the descriptor is restored first).
+  """
+  if os.environ.get('TF_CPP_MIN_LOG_LEVEL', '0') in ('', '0'):
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 def _main() -> bool:

@@ -33,7 +33,6 @@ come from one more trace each (cached).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import re
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -268,10 +267,4 @@ def register(name: str, factory: Callable[..., nn.Module],
 
 def import_module(module: str, field: str = 'config.arch_module') -> None:
   """Imports `module` (it registers its networks); '' does nothing."""
-  if not module:
-    return
-  try:
-    importlib.import_module(module)
-  except ImportError as e:
-    validation.fail(field, module, 'an importable module that calls '
-                    f'wt_jax.register_arch ({e})')
+  validation.import_user_module(field, module, 'wt_jax.register_arch')

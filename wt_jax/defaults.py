@@ -32,7 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.arch_module = ''
   c.width_mult = 1.0  # uniform width of the original (full) network
   c.depth = ()  # blocks per stage; () = the architecture's own depth
-  c.widths_file = ''  # optional JSON width vector for the original network
+  # Optional: a JSON width vector of the *projected* network (its arch and
+  # depth after config.projection), used instead of running the optimizer;
+  # stage transfer extrapolates it to the original network as usual.
+  c.widths_file = ''
   c.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16'
   # Multi-host: call jax.distributed.initialize() (also when the
   # environment variable WT_JAX_DISTRIBUTED=1 is set).

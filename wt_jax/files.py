@@ -29,12 +29,23 @@ def join(root: str, *parts: str) -> str:
 
 
 def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` atomically. An OSError (disk full, ...) names
+  `path` itself, not the temporary file."""
   path = str(path)
   if _is_remote(path):
     target = epath.Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)  # no-op on object stores
     target.write_bytes(data)
     return
+  try:
+    _write_local(path, data)
+  except OSError as e:
+    if e.filename == path or not e.errno:
+      raise
+    raise type(e)(e.errno, e.strerror, path) from e
+
+
+def _write_local(path: str, data: bytes) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-' +
@@ -95,6 +106,19 @@ def read_bytes(path: str) -> bytes:
     return epath.Path(path).read_bytes()
   with open(path, 'rb') as f:
     return f.read()
+
+
+def list_files(directory: str) -> list[str]:
+  """Names of the regular files directly in `directory` ([] if it is absent)."""
+  directory = str(directory)
+  if _is_remote(directory):
+    path = epath.Path(directory)
+    return sorted(c.name for c in path.iterdir() if c.is_file()) if (
+        path.exists()) else []
+  try:
+    return sorted(e.name for e in os.scandir(directory) if e.is_file())
+  except (FileNotFoundError, NotADirectoryError):
+    return []
 
 
 def _copy_tree(src: epath.Path, dst: epath.Path) -> None:

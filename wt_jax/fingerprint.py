@@ -1,12 +1,21 @@
 """Fingerprints: exactly the inputs a stage output was computed from.
 
 A fingerprint is a JSON record of the config fields a step reads (dotted
-paths and their values) and the SHA-256 of every upstream file it consumes.
+paths and their values) and the SHA-256 of every upstream file it consumes,
+each named by its path relative to the workdir ('widths/transferred.json')
+or by the config field that points to it ('widths_file'): never by an
+absolute path, so a workdir reached by a symlink or a relative path, moved
+or copied, keeps its fingerprints.
 The pipeline writes a step's record into its directory when the step starts
 (so a checkpoint directory is tagged with its inputs from the first save)
 and compares it on a re-run: equal records mean the output (or the
 checkpoint to resume from) was made from the same inputs; otherwise the
 step is recomputed, and `changes` names what differs.
+
+When a step finishes, the pipeline writes its *manifest* beside the record
+(`manifest`: the SHA-256 of every file the step made, by workdir-relative
+name); a step is reused only while every file of its manifest is there with
+that digest (`damaged` names those that are not).
 
 Fields that cannot change a result are never part of a fingerprint
 (`RESULT_FREE`: logging and checkpoint cadence, the in-memory cache, the
@@ -59,11 +68,44 @@ def file_digest(path: str) -> Optional[str]:
   return hashlib.sha256(files.read_bytes(path)).hexdigest()
 
 
-def record(fields: Mapping[str, Any], upstream: Iterable[str] = (),
+def record(fields: Mapping[str, Any], upstream: Mapping[str, str] = None,
            **extra: Any) -> dict[str, Any]:
-  """The fingerprint of a step: its fields, upstream digests and extras."""
+  """The fingerprint of a step: its fields, the digests of its upstream
+  files ({name: path}: named workdir-relative, or by their config field) and
+  extras."""
   return {'fields': dict(fields), **extra,
-          'upstream': {p: file_digest(p) for p in upstream}}
+          'upstream': {name: file_digest(path)
+                       for name, path in (upstream or {}).items()}}
+
+
+def upgrade(rec: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+  """A record written before upstream files were named workdir-relative
+  (their keys were absolute paths of the workdir's `widths/` files), with
+  those keys renamed, so that such a workdir is not recomputed."""
+  if rec is None or not isinstance(rec.get('upstream'), Mapping):
+    return rec
+  upstream = {}
+  for name, value in rec['upstream'].items():
+    head, sep, tail = str(name).rpartition('/widths/')
+    upstream['widths/' + tail if sep and head else name] = value
+  return {**rec, 'upstream': upstream}
+
+
+def manifest(paths: Mapping[str, str]) -> dict[str, Optional[str]]:
+  """{name: SHA-256} of a finished step's files ({name: path})."""
+  return {name: file_digest(path) for name, path in sorted(paths.items())}
+
+
+def damaged(stored: Mapping[str, Optional[str]], paths: Mapping[str, str]
+            ) -> list[tuple[str, str]]:
+  """The files of a manifest that are gone or whose bytes changed, as
+  ('missing' | 'changed', name); `paths` maps its names to paths."""
+  out = []
+  for name, digest_ in stored.items():
+    now = file_digest(paths[name])
+    if now != digest_:
+      out.append(('missing' if now is None else 'changed', name))
+  return out
 
 
 def digest(rec: Mapping[str, Any]) -> str:

@@ -21,8 +21,9 @@ Output: a header per stage, a progress bar per training loop (plain lines
 when stdout is not a terminal), a summary line per stage and the results
 table. `--verbosity=1` shows the libraries' INFO logs too.
 """
+import errno
+import logging as std_logging
 import os
-import re
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # before TF loads
@@ -34,12 +35,16 @@ from absl import logging
 from ml_collections import config_flags
 
 import wt_jax  # noqa: F401  (sets the XLA:CPU default before jax loads)
-from wt_jax import errors  # pylint: disable=g-bad-import-order
+from wt_jax import cli_args
+from wt_jax import console  # pylint: disable=g-bad-import-order
+from wt_jax import errors
 from wt_jax import interrupts
-from wt_jax import pipeline
-from wt_jax import report
-from wt_jax import train
-from wt_jax.workdir import Workdir
+
+with console.quiet_native_stderr():  # TensorFlow's C++ start-up lines
+  from wt_jax import pipeline
+  from wt_jax import report
+  from wt_jax import train
+  from wt_jax.workdir import Workdir
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
@@ -49,39 +54,63 @@ _WORKDIR = flags.DEFINE_string(
 flags.mark_flags_as_required(['config'])
 
 
-def _override_of(argv, message: str) -> str:
-  """The --config.FIELD argument a config error is about, if one matches."""
-  names = re.findall(r"'([^']+)'", message)
-  for arg in argv[1:]:
-    path = arg.split('=')[0]
-    if path.startswith('--config.') and any(
-        n in path.split('.') for n in names):
-      return path + ': '
-  return ''
-
-
-def parse_flags(argv):
-  """absl's parser, with bad flags and config overrides as exit code 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    message = str(e)
-  except (KeyError, AttributeError, TypeError, ValueError, OSError) as e:
-    # ml_collections raises these for an unknown field, a wrong type, or
-    # a config file that does not load.
-    message = str(e.args[0]) if e.args else repr(e)
-    if isinstance(e, KeyError):
-      message = 'unknown config field ' + message
-    message = _override_of(argv, message) + message
+def _bad_command_line(message: str):
   message = ' '.join(message.split())
   print(f'error: bad command line: {message} (see --helpfull; exit code '
         f'{errors.EXIT_BAD_INPUT})', file=sys.stderr)
   sys.exit(errors.EXIT_BAD_INPUT)
 
 
+def parse_flags(argv):
+  """absl's parser, with bad flags, config files and overrides as exit 2.
+
+  A `--config.FIELD` given twice keeps its last value (`cli_args`).
+  """
+  argv = cli_args.last_value_wins(argv)
+  problem = cli_args.config_file_problem(argv)
+  if problem:
+    _bad_command_line(problem)
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    # absl's flags.Error, and ml_collections' KeyError, AttributeError,
+    # TypeError or ValueError for an unknown field or a value of the wrong
+    # type.
+    message = str(e.args[0]) if e.args else repr(e)
+    _bad_command_line(
+        cli_args.unknown_field(argv, cli_args.load_config(argv)) or message)
+
+
+def _is_library_noise(record) -> bool:
+  """orbax's and asyncio's own log lines about a failed save or read: the
+  failure itself reaches wt_jax as an exception, reported in one line."""
+  return record.levelno < std_logging.CRITICAL and (
+      record.name == 'asyncio' or
+      f'{os.sep}orbax{os.sep}' in (record.pathname or ''))
+
+
 def _quiet_libraries() -> None:
+  """Without --verbosity: warnings and errors only, none of orbax's."""
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+    logging.get_absl_handler().addFilter(
+        lambda record: not _is_library_noise(record))
+
+
+def _error_message(e: BaseException) -> str:
+  """One line: an OSError (disk full, I/O error) names its file and the
+  stage it stopped."""
+  if not isinstance(e, OSError) or not e.errno:
+    return str(e)
+  stage = getattr(e, 'wt_jax_stage', None)
+  where = {None: '', pipeline.START: f'in {stage}: '}.get(
+      stage, f'in stage {stage}: ')
+  text = where + str(e.strerror or e) + (
+      f': {e.filename}' if e.filename else '')
+  if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    text += ('; free some space there, then re-run the same command to '
+             'resume (finished steps and intact checkpoints are kept)')
+  return text
 
 
 def _interrupt_message(e: KeyboardInterrupt) -> str:
@@ -107,7 +136,7 @@ def main(argv) -> int:
     print(_interrupt_message(e), file=sys.stderr)
     return errors.EXIT_INTERRUPTED
   except (errors.BadInputError, errors.NonFiniteLossError, OSError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {_error_message(e)}', file=sys.stderr)
     return errors.exit_code(e)
   if results is not None:
     print(report.markdown(results, full=False))

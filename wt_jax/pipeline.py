@@ -3,28 +3,30 @@
 
 `run(config, workdir)`:
 1. `prepare`: validates every config block (each by the module that owns
-   it) and everything that needs the data (the widths file, the MACs
-   target, that every image the run reads decodes), and builds the original
-   and the projected problem once. Nothing is written before this passes.
+   it) and everything that needs the data (the projection, the widths file,
+   the MACs target, that every split read has examples and every image the
+   run reads decodes), and builds the original and the projected problem
+   once; `reuse.check_upstream` then refuses a stage whose input neither a
+   selected stage nor the workdir provides. Nothing is written before these
+   pass.
 2. Takes the workdir's lock (one run per workdir; `workdir.Lock`).
 3. Runs the selected stages of `stages.STAGES` in chain order, step by
-   step, deciding from fingerprints (`fingerprint`): a step whose record
-   equals its current inputs and whose outputs are intact is reused; one
-   with the same inputs but no outputs yet resumes (training from its last
-   checkpoint); one whose inputs changed, or whose output file is corrupt,
-   is recomputed, after its old outputs move to
-   `workdir/superseded/<step>-<time>/`. One line names what changed. With
-   `config.train.batch_seeds` a training stage's seeds that are not reused
-   train together, in one program (`stages.Stage.together`).
+   step, each reused, resumed or recomputed as its fingerprint and manifest
+   say (`reuse`), with one line naming what changed or what is missing.
+   With `config.train.batch_seeds` a training stage's seeds that are not
+   reused train together, in one program (`stages.Stage.together`).
 4. Rewrites the report from the outputs whose fingerprints match.
+
+An interrupt or an OSError (disk full) raised on the way carries the stage
+it stopped (`in_stage`) for the CLI's one-line message.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Callable, Optional
+from typing import Iterator, Optional
 
-from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import psutil
@@ -36,15 +38,16 @@ from wt_jax import custom_archs
 from wt_jax import data
 from wt_jax import extrapolate
 from wt_jax import files
-from wt_jax import fingerprint
 from wt_jax import problem as problem_lib
 from wt_jax import projection
+from wt_jax import reuse
 from wt_jax import stages as stages_lib
 from wt_jax import train
 from wt_jax import validation
 from wt_jax import widths as widths_lib
 from wt_jax import width_optimizers
 from wt_jax.errors import ConfigError
+from wt_jax.errors import DataError
 from wt_jax.errors import NonFiniteLossError
 from wt_jax.errors import WidthError
 from wt_jax.stages import Run
@@ -81,6 +84,7 @@ def _optimizes(config) -> bool:
 def validate(config) -> None:
   """Checks every block, each by the module that owns it (no I/O but a
   'folder:' source's existence); raises ConfigError on the first bad field."""
+  validation.all_finite(config)
   f = validation.Fields(config)
   custom_archs.import_module(config.get('arch_module', ''))
   f.choice('arch', architectures.names())
@@ -133,17 +137,43 @@ def _check_target(config, original) -> None:
         'raise config.width_mult)')
 
 
-def check_problem(config, original, projected) -> None:
-  """Checks that need the problems: the widths file and the MACs target."""
-  if config.widths_file:
-    try:
-      widths_lib.load(config.widths_file, expect_arch=projected.widths.arch,
-                      expect_depth=projected.widths.depth)
-    except WidthError as e:
+def _check_widths_file(config, projected) -> None:
+  """The widths file is a width vector of the projected net, no group wider
+  than MAX_TARGET_FACTOR x its width at width multiplier 1.0."""
+  try:
+    found = widths_lib.load(config.widths_file,
+                            expect_arch=projected.widths.arch,
+                            expect_depth=projected.widths.depth)
+  except WidthError as e:
+    raise ConfigError(
+        f'config.widths_file: {e} (it must be a width vector of the '
+        f'projected net: {projected.widths.arch} with depth '
+        f'{list(projected.widths.depth)})') from e
+  full = widths_lib.uniform(found.arch, 1.0, depth=found.depth,
+                            divisor=config.transfer.divisor)
+  for name, width, base in zip(found.names, found.values, full.values):
+    if width > MAX_TARGET_FACTOR * base:
       raise ConfigError(
-          f'config.widths_file: {e} (it must be a width vector of the '
-          f'projected net: {projected.widths.arch} with depth '
-          f'{list(projected.widths.depth)})') from e
+          f'config.widths_file={config.widths_file!r}: group {name!r} has '
+          f'width {width:,}; allowed: at most {MAX_TARGET_FACTOR * base:,} '
+          f'({MAX_TARGET_FACTOR} x its width {base} at width multiplier 1.0)')
+
+
+def _check_projection(config, original, projected) -> None:
+  """A projection is never larger than the original problem."""
+  if projected.resolution > original.resolution:
+    validation.fail(
+        'config.projection.resolution', config.projection.resolution,
+        f'0 or an integer <= {original.resolution}, the original '
+        'resolution (a projection is a cheaper copy, never a larger one)')
+
+
+def check_problem(config, original, projected) -> None:
+  """Checks that need the problems: the projection, the widths file and the
+  MACs target."""
+  _check_projection(config, original, projected)
+  if config.widths_file:
+    _check_widths_file(config, projected)
   _check_target(config, original)
 
 
@@ -176,6 +206,19 @@ def reads(config, original, projected) -> list[tuple[object, tuple]]:
                                                   (projected, proj)) if names]
 
 
+def _check_splits(data_config, split_names) -> None:
+  """Every split the run reads has examples."""
+  counts = data.dataset_info(data_config).num_examples
+  for split in split_names:
+    if not counts[split]:
+      raise DataError(
+          f'config.data.source={data_config.source!r}: the {split} split is '
+          f'empty (examples per split: {counts}); allowed: a source with '
+          'examples in every split the selected stages read (the val split '
+          'needs 2+ train examples per class and config.data.val_fraction '
+          '> 0)')
+
+
 def prepare(config, workdir: str, timing: Optional[dict] = None) -> Run:
   """Validates `config` and builds the two problems, once per run; every
   image the run will read is decoded here (and cached), so a bad file
@@ -189,6 +232,8 @@ def prepare(config, workdir: str, timing: Optional[dict] = None) -> Run:
   projected = projection.project(original, config.projection,
                                  divisor=config.transfer.divisor)
   check_problem(config, original, projected)
+  for data_config, split_names in reads(config, original, projected):
+    _check_splits(data_config, split_names)
   t1 = time.perf_counter()
   timing['images_decoded'] = sum(
       data.preload(data_config, split_names)
@@ -198,80 +243,12 @@ def prepare(config, workdir: str, timing: Optional[dict] = None) -> Run:
   return Run(config, Workdir(workdir), original, projected)
 
 
-# ----------------------------------------------------------------------------
-# Steps: reuse, resume or recompute.
-# ----------------------------------------------------------------------------
-
-
-def _read_record(step: Step) -> Optional[dict]:
-  try:
-    return files.read_json(step.record_path)
-  except FileNotFoundError:
-    return None
-  except ValueError:
-    logging.warning('Corrupt fingerprint %s: recomputing %s.',
-                    step.record_path, step.key)
-    return None
-
-
-def _corrupt(step: Step) -> list[str]:
-  """Output files that exist but do not parse."""
-  bad = []
-  for path in step.outputs:
-    if path.endswith('.json') and files.exists(path):
-      try:
-        files.read_json(path)
-      except ValueError:
-        bad.append(path)
-  return bad
-
-
-def is_fresh(step: Step) -> bool:
-  """Outputs present and intact, made from exactly these inputs."""
-  return (all(files.exists(p) for p in step.outputs) and not _corrupt(step)
-          and _read_record(step) == step.inputs)
-
-
-def _supersede(r: Run, step: Step) -> Optional[str]:
-  """Moves a step's old outputs to workdir/superseded/<step>-<time>/."""
-  paths = [p for p in (step.home,) + step.owned if files.exists(p)]
-  if not paths or not r.is_main:
-    return None
-  dest = r.workdir.path('superseded', step.key.replace('/', '-') + '-' +
-                        time.strftime('%Y%m%d-%H%M%S'))
-  for p in paths:
-    files.move(p, files.join(dest, os.path.relpath(p, r.workdir.root)))
-  return dest
-
-
-def _begin(r: Run, step: Step) -> bool:
-  """Decides whether one step is reused, resumed or recomputed, and says
-  which in one line (moving superseded outputs away); True: compute it."""
-  stored = _read_record(step)
-  bad = _corrupt(step)
-  if stored == step.inputs and not bad:
-    if all(files.exists(p) for p in step.outputs):
-      console.line(f'  {step.key}: reused (made from the same inputs)')
-      return False
-    if files.exists(step.home):
-      console.line(f'  {step.key}: resuming')
-  elif stored is not None or bad or files.exists(step.home) or any(
-      files.exists(p) for p in step.owned):
-    why = ([f'corrupt {p}' for p in bad] or
-           fingerprint.changes(stored, step.inputs))
-    dest = _supersede(r, step)
-    console.line(f'  {step.key}: recomputing ({"; ".join(why)})'
-                 + (f'; old outputs moved to {dest}' if dest else ''))
-  if r.is_main:
-    files.write_json(step.record_path, step.inputs)
-  return True
-
-
 def _run_group(r: Run, stage: stages_lib.Stage, group: list[Step]) -> bool:
   """Reuses, resumes or recomputes the steps of `group`: those not reused
   one by one, or (a group of seeds, `stage.together`) in one program; True
-  if it computed anything."""
-  pending = [step for step in group if _begin(r, step)]
+  if it computed anything. Each computed step's manifest is written when it
+  ends."""
+  pending = [step for step in group if reuse.begin(r, step)]
   if not pending:
     return False
   t0 = time.perf_counter()
@@ -281,6 +258,7 @@ def _run_group(r: Run, stage: stages_lib.Stage, group: list[Step]) -> bool:
   else:
     summaries, note = [pending[0].make()], ''
   for step, summary in zip(pending, summaries):
+    reuse.write_manifest(r, step)
     console.line(f'  {step.key}: {summary} '
                  f'({time.perf_counter() - t0:.1f} s{note})')
   return True
@@ -303,31 +281,31 @@ def _run_stage(r: Run, name: str) -> bool:
                 [[step] for step in steps]):
     key = group[0].key if len(group) == 1 else f'{name}/seeds'
     try:
-      _barrier(f'before {key}')
-      computed |= _run_group(r, stage, group)
-      _barrier(f'after {key}')
+      with in_stage(key):
+        _barrier(f'before {key}')
+        computed |= _run_group(r, stage, group)
+        _barrier(f'after {key}')
     except NonFiniteLossError as e:
       raise NonFiniteLossError(e.step, e.value, (
           f'stage {key}: {e} Lower {stage.lr_field(r.config)} or '
           'check the data.')) from e
-    except KeyboardInterrupt as e:
-      e.wt_jax_stage = key
-      raise
   return computed
 
 
-def fresh_outputs(r: Run) -> Callable[[str], bool]:
-  """A predicate over output paths: made from this run's inputs?"""
-  fresh = set()
-  for name, stage in STAGES.items():
-    try:
-      steps = stage.steps(r)
-    except (OSError, ValueError):  # an upstream file this run lacks
-      continue
-    for step in steps:
-      if is_fresh(step):
-        fresh.update(step.outputs + (step.home,))
-  return lambda path: path in fresh
+# What `in_stage` calls the part of a run before its first stage.
+START = 'the start of the run (the workdir lock, config.json, widths/)'
+
+
+@contextlib.contextmanager
+def in_stage(name: str) -> Iterator[None]:
+  """Tags an interrupt or an OSError (disk full, ...) raised inside with the
+  stage (or step) it stopped, for the CLI's one-line message."""
+  try:
+    yield
+  except (OSError, KeyboardInterrupt) as e:
+    if getattr(e, 'wt_jax_stage', None) is None:
+      e.wt_jax_stage = name
+    raise
 
 
 def run(config, workdir: str) -> Optional[dict]:
@@ -340,31 +318,41 @@ def run(config, workdir: str) -> Optional[dict]:
   timing = {'startup_and_imports_s': time.time() - psutil.Process(
       os.getpid()).create_time()}
   r = prepare(config, workdir, timing)
+  reuse.check_upstream(r)
   selected = [s for s in STAGES if s in tuple(config.stages)]
   lock = Lock(workdir) if r.is_main else None
-  if lock:
-    lock.acquire()
+  with in_stage(START):
+    if lock:
+      lock.acquire()
   try:
-    if r.is_main:
-      files.write_json(r.workdir.config, config.to_dict())
-    r.save_widths('uniform', r.original.widths,
-                  macs=r.macs(r.original.widths),
-                  resolution=r.original.resolution)
-    r.save_widths('projected_uniform', r.projected.widths,
-                  macs=r.macs(r.projected.widths, r.projected),
-                  resolution=r.projected.resolution)
+    with in_stage(START):
+      _start(r)
     out, computed = None, False
     for name in selected:
       console.header(f'Stage {name}')
       t0 = time.perf_counter()
       if name == 'report':
-        out = stages_lib.write_report(r, fresh_outputs(r))
+        with in_stage('report'):
+          out = stages_lib.write_report(r, reuse.fresh_outputs(r))
       else:
         computed |= _run_stage(r, name)
       timing[f'{name}_s'] = time.perf_counter() - t0
     if r.is_main and computed:  # a run that only reused keeps the old one
-      files.write_json(r.workdir.timing, timing)
+      with in_stage('end (timing.json)'):
+        files.write_json(r.workdir.timing, timing)
     return out
   finally:
     if lock:
       lock.release()
+
+
+def _start(r: Run) -> None:
+  """The run's config and the two uniform width vectors, into the workdir."""
+  if r.is_main:
+    files.write_json(r.workdir.config, r.config.to_dict())
+  r.save_widths('uniform', r.original.widths,
+                macs=r.macs(r.original.widths),
+                resolution=r.original.resolution)
+  r.save_widths('projected_uniform', r.projected.widths,
+                macs=r.macs(r.projected.widths, r.projected),
+                resolution=r.projected.resolution)

@@ -20,6 +20,7 @@ import numpy as np
 
 from wt_jax import cost
 from wt_jax import files
+from wt_jax import fingerprint
 from wt_jax import projection
 from wt_jax import result as result_lib
 from wt_jax import widths as widths_lib
@@ -115,7 +116,9 @@ def collect(config, original: Problem, projected: Problem, wd: Workdir,
                              depth=list(original.widths.depth),
                              resolution=original.resolution,
                              num_classes=original.num_classes,
-                             optimizer=config.optimizer,
+                             optimizer=(None if config.widths_file else
+                                        config.optimizer),
+                             widths_from=widths_source(config),
                              projection=config.projection.to_dict(),
                              stacking=config.transfer.stacking,
                              seeds=list(config.seeds), arms=arms)
@@ -137,6 +140,16 @@ def collect(config, original: Problem, projected: Problem, wd: Workdir,
   return out
 
 
+def widths_source(config) -> str:
+  """Where the transferred widths come from: the width optimizer run on the
+  projected problem, or the widths file given instead."""
+  if config.widths_file:
+    digest = fingerprint.file_digest(config.widths_file)
+    return (f'widths file {config.widths_file} (sha256 '
+            f'{(digest or "missing")[:12]}), no optimizer run')
+  return f'optimizer {config.optimizer}'
+
+
 def _fmt_pm(mean, std, scale=100.0):
   if np.isnan(mean):
     return 'n/a'
@@ -146,7 +159,7 @@ def _fmt_pm(mean, std, scale=100.0):
 def _header(r: dict) -> list[str]:
   return [f'# wt_jax results: {r["arch"]} at {r["resolution"]}px, '
           f'{r["num_classes"]} classes', '',
-          f'Optimizer: {r["optimizer"]}; projection: '
+          f'Widths from: {r["widths_from"]}; projection: '
           + ', '.join(f'{k}={v}' for k, v in r['projection'].items())
           + f'; stacking: {r["stacking"]}; seeds: {r["seeds"]}.']
 

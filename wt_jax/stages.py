@@ -72,6 +72,10 @@ class Run:
   def fields(self, *prefixes: str, exclude=()) -> dict:
     return fingerprint.config_fields(self.config, prefixes, exclude)
 
+  def upstream(self, *paths: str) -> dict[str, str]:
+    """{workdir-relative name: path} of files under the workdir."""
+    return {self.workdir.name(p): p for p in paths}
+
 
 @dataclasses.dataclass(frozen=True)
 class Step:
@@ -86,7 +90,17 @@ class Step:
 
   @property
   def record_path(self) -> str:
-    return files.join(self.home, 'fingerprint.json')
+    return files.join(self.home, RECORD_FILE)
+
+  @property
+  def manifest_path(self) -> str:
+    return files.join(self.home, MANIFEST_FILE)
+
+
+# In a step's home: its fingerprint (written when it starts) and its
+# manifest (written when it ends: the digest of every file it made).
+RECORD_FILE = 'fingerprint.json'
+MANIFEST_FILE = 'outputs.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +110,9 @@ class Stage:
   # Computes several of its steps (by seed) in one program, one summary
   # each, when config.train.batch_seeds (the training stages).
   together: Optional[Callable[[Run, list[int]], list[str]]] = None
+  # The stage whose outputs it consumes: selected too, or already made
+  # from this config's inputs (`reuse.check_upstream`).
+  needs: Optional[str] = None
 
 
 # ----------------------------------------------------------------------------
@@ -200,10 +217,10 @@ def _optimizer_fields(r: Run) -> tuple[str, ...]:
 
 def optimize_steps(r: Run) -> list[Step]:
   wd = r.workdir
-  if r.config.widths_file:
+  if r.config.widths_file:  # by its content, wherever it lies
     inputs = fingerprint.record(
-        r.fields(*PROBLEM_FIELDS, 'projection', 'widths_file'),
-        [r.config.widths_file])
+        r.fields(*PROBLEM_FIELDS, 'projection'),
+        {'widths_file': r.config.widths_file})
   else:
     inputs = fingerprint.record(
         r.fields(*PROBLEM_FIELDS, 'projection', *_optimizer_fields(r)))
@@ -219,7 +236,7 @@ def transfer_steps(r: Run) -> list[Step]:
   wd = r.workdir
   inputs = fingerprint.record(
       r.fields(*PROBLEM_FIELDS, 'projection', 'transfer'),
-      [wd.widths('projected_optimized')])
+      r.upstream(wd.widths('projected_optimized')))
   return [Step('transfer', wd.path('transfer'), (wd.widths('transferred'),),
                (wd.widths('transferred'),), inputs, lambda: transfer(r))]
 
@@ -241,7 +258,8 @@ def train_steps(r: Run, arm: str) -> list[Step]:
   fields = r.fields('data', 'train', 'dtype', exclude=('train.eval_batch_size',))
   out = []
   for seed in r.config.seeds:
-    inputs = fingerprint.record(fields, [wd.widths(arm)], seed=int(seed))
+    inputs = fingerprint.record(fields, r.upstream(wd.widths(arm)),
+                                seed=int(seed))
     out.append(Step(f'train_{arm}/seed_{seed}', wd.train(arm, seed),
                     (wd.final(arm, seed),), (), inputs,
                     lambda seed=seed: train_seed(r, arm, seed), int(seed)))
@@ -258,14 +276,18 @@ def _optimize_lr(config) -> str:
 
 STAGES: dict[str, Stage] = {  # in chain order
     'optimize': Stage(optimize_steps, _optimize_lr),
-    'transfer': Stage(transfer_steps, _train_lr),
-    **{f'train_{arm}': Stage(
-        lambda r, arm=arm: train_steps(r, arm), _train_lr,
-        lambda r, seeds, arm=arm: train_seeds(r, arm, seeds))
-       for arm in ('transferred', 'uniform')},
+    'transfer': Stage(transfer_steps, _train_lr, needs='optimize'),
+    'train_transferred': Stage(
+        lambda r: train_steps(r, 'transferred'), _train_lr,
+        lambda r, seeds: train_seeds(r, 'transferred', seeds),
+        needs='transfer'),
+    'train_uniform': Stage(
+        lambda r: train_steps(r, 'uniform'), _train_lr,
+        lambda r, seeds: train_seeds(r, 'uniform', seeds)),
     'optimize_direct': Stage(optimize_direct_steps, _optimize_lr),
     'train_direct': Stage(lambda r: train_steps(r, 'direct'), _train_lr,
-                          lambda r, seeds: train_seeds(r, 'direct', seeds)),
+                          lambda r, seeds: train_seeds(r, 'direct', seeds),
+                          needs='optimize_direct'),
     # No steps and no fingerprint: the pipeline rewrites the report from
     # the outputs whose fingerprints match this run (`write_report`).
     'report': Stage(lambda r: [], _train_lr),

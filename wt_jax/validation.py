@@ -10,7 +10,11 @@ Each stage validates the block it owns with a `Fields` over that block
 """
 from __future__ import annotations
 
+import importlib
+import math
 import numbers
+import os
+import traceback
 from typing import Any, Iterable, Optional, Sequence, Type
 
 from wt_jax.errors import ConfigError
@@ -46,11 +50,14 @@ def is_number(value: Any) -> bool:
 def number(path: str, value: Any, lo=None, hi=None, *, lo_open: bool = False,
            hi_open: bool = False, integer: bool = False, note: str = '',
            error: Type[Exception] = ConfigError) -> Any:
-  """Checks that `value` (named `path`) is a number within the bounds."""
-  kind = 'an integer' if integer else 'a number'
+  """Checks that `value` (named `path`) is a finite number within the
+  bounds."""
+  kind = 'an integer' if integer else (
+      'a number' if lo is not None and hi is not None else 'a finite number')
   allowed = _range_text(kind, lo, hi, lo_open, hi_open) + (
       f' ({note})' if note else '')
-  ok = is_integer(value) if integer else is_number(value)
+  ok = is_integer(value) if integer else (is_number(value) and
+                                          math.isfinite(value))
   if ok and lo is not None:
     ok = value > lo if lo_open else value >= lo
   if ok and hi is not None:
@@ -58,6 +65,46 @@ def number(path: str, value: Any, lo=None, hi=None, *, lo_open: bool = False,
   if not ok:
     fail(path, value, allowed, error)
   return value
+
+
+def _leaves(node: Any, path: str):
+  if hasattr(node, 'items'):
+    for key, value in node.items():
+      yield from _leaves(value, f'{path}.{key}')
+  elif isinstance(node, (tuple, list)):
+    for i, value in enumerate(node):
+      yield from _leaves(value, f'{path}[{i}]')
+  else:
+    yield path, node
+
+
+def all_finite(config, name: str = 'config') -> None:
+  """Every number anywhere in `config` is finite (no inf or nan), whether or
+  not a block's own check reads that field."""
+  for path, value in _leaves(config, name):
+    if is_number(value) and not math.isfinite(value):
+      fail(path, value, 'a finite number (not inf or nan)')
+
+
+def import_user_module(path: str, module: str, registers: str) -> None:
+  """Imports a user's module named by config field `path` (it registers a
+  network or an optimizer when imported). Anything it raises, a failed
+  import or a refused registration, becomes one ConfigError naming the
+  module, the exception and where it was raised."""
+  if not module:
+    return
+  try:
+    importlib.import_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    # Where in the user's code: the last frame outside wt_jax and importlib.
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not f.filename.startswith((here, '<frozen'))]
+    where = (f' at {frames[-1].filename}:{frames[-1].lineno}'
+             if frames and not isinstance(e, ImportError) else '')
+    text = ' '.join(str(e).split()) or '(no message)'
+    fail(path, module, f'an importable module that calls {registers} '
+         f'(importing it raised {type(e).__name__}{where}: {text})')
 
 
 class Fields:

@@ -32,7 +32,6 @@ optimizers; they import only what is below them (`result`, `train`, ...).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Callable, Optional
 
 from wt_jax import autoslim
@@ -70,6 +69,9 @@ REGISTRY: dict[str, WidthOptimizer] = {
 }
 
 
+BUILT_IN = frozenset(REGISTRY)
+
+
 def register(name: str, optimize: Callable[..., OptimizeResult], *,
              validate: Optional[Callable[..., None]] = None,
              lr_field: Optional[Callable[..., str]] = None,
@@ -88,10 +90,13 @@ def register(name: str, optimize: Callable[..., OptimizeResult], *,
       field of its own block (`config.<name>`), called before any work.
     lr_field: `lr_field(config) -> 'config.<name>.lr'`, named in the error
       if its training diverges (default 'config.train.base_lr').
-    replace: allow replacing a registered name.
+    replace: allow replacing a registered name (never a built-in one).
   """
   if not isinstance(name, str) or not name.isidentifier():
     validation.fail('register_optimizer name', name, 'a Python identifier')
+  if name in BUILT_IN:
+    raise ValueError(f'{name!r} is a built-in width optimizer; register '
+                     'yours under another name')
   if name in REGISTRY and not replace:
     raise ValueError(f'width optimizer {name!r} is registered already; '
                      'pass replace=True to replace it')
@@ -103,15 +108,9 @@ def register(name: str, optimize: Callable[..., OptimizeResult], *,
 
 def import_module(config) -> None:
   """Imports `config.optimizer_module` (it registers its optimizer)."""
-  module = config.get('optimizer_module', '')
-  if not module:
-    return
-  try:
-    importlib.import_module(module)
-  except ImportError as e:
-    validation.fail('config.optimizer_module', module,
-                    f'an importable module that calls '
-                    f'wt_jax.register_optimizer ({e})')
+  validation.import_user_module('config.optimizer_module',
+                                config.get('optimizer_module', ''),
+                                'wt_jax.register_optimizer')
 
 
 def lr_field(config) -> str:

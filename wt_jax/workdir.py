@@ -21,7 +21,9 @@ import dataclasses
 import json
 import os
 import socket
+import tempfile
 import time
+from typing import Optional
 
 from absl import logging
 
@@ -55,6 +57,13 @@ class Workdir:
   def path(self, *parts: str) -> str:
     return files.join(self.root, *parts)
 
+  def name(self, path: str) -> str:
+    """`path`'s name relative to the workdir ('widths/uniform.json')."""
+    path = str(path)
+    if '://' in self.root:
+      return path[len(self.root.rstrip('/')):].lstrip('/')
+    return os.path.relpath(path, self.root)
+
   @property
   def config(self) -> str:
     return self.path('config.json')
@@ -85,37 +94,100 @@ class Workdir:
 class Lock:
   """One run per workdir: `<workdir>/.lock` holds the owner's pid and host.
 
-  `acquire` creates the file exclusively. If it exists and names a process
-  on this host that is gone, the lock is taken over (with a warning);
-  otherwise `WorkdirLockedError` names the holder. Remote workdirs
-  (gs://...) are not locked: there is no exclusive create there.
+  `acquire` creates the file atomically, whole (written to a temporary file,
+  then hard-linked to `.lock`, which fails if it exists), so a lock file is
+  never seen empty. If it exists and names a process on this host that is
+  gone, the lock is taken over (with a warning); an unreadable one (empty or
+  not JSON: written by something else, or by a writer killed half-way) is
+  taken over once it is `UNREADABLE_GRACE_S` old. Otherwise
+  `WorkdirLockedError` names the holder, or says that the file is
+  unreadable and what to do. Remote workdirs (gs://...) are not locked:
+  there is no exclusive create there.
   """
+
+  UNREADABLE_GRACE_S = 60
 
   def __init__(self, root: str):
     self.root = root
     self.path = files.join(root, '.lock')
     self.held = False
 
-  def _holder(self) -> dict:
+  def _holder(self) -> Optional[dict]:
+    """The holder's record; None if the file is unreadable; {} if gone."""
     try:
       with open(self.path) as f:
-        return json.load(f)
-    except (OSError, ValueError):
+        holder = json.load(f)
+    except FileNotFoundError:
       return {}
+    except (OSError, ValueError):
+      return None
+    return holder if isinstance(holder, dict) and 'pid' in holder else None
 
-  def _stale(self, holder: dict) -> bool:
+  def _age(self) -> float:
+    try:
+      return time.time() - os.path.getmtime(self.path)
+    except OSError:
+      return 0.0
+
+  def _stale(self, holder: Optional[dict]) -> bool:
+    if holder is None:
+      return self._age() > self.UNREADABLE_GRACE_S
     if holder.get('host') != socket.gethostname():
       return False
     try:
       os.kill(int(holder['pid']), 0)
     except (KeyError, ValueError, TypeError):
-      # Unreadable: a writer killed between create and write, or garbage.
-      return time.time() - os.path.getmtime(self.path) > 60
+      return self._age() > self.UNREADABLE_GRACE_S
     except ProcessLookupError:
       return True
     except PermissionError:
       return False
     return False
+
+  def _create(self, me: dict) -> bool:
+    """Creates the lock file whole; False if it exists. An OSError (disk
+    full, ...) names the lock file."""
+    try:
+      return self._create_or_fail(me)
+    except OSError as e:
+      if e.filename == self.path or not e.errno:
+        raise
+      raise type(e)(e.errno, e.strerror, self.path) from e
+
+  def _create_or_fail(self, me: dict) -> bool:
+    fd, tmp = tempfile.mkstemp(dir=self.root, prefix='.lock-')
+    try:
+      with os.fdopen(fd, 'w') as f:
+        json.dump(me, f)
+      try:
+        os.link(tmp, self.path)
+        return True
+      except FileExistsError:
+        return False
+      except OSError:  # no hard links here: an exclusive create instead
+        try:
+          fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+          return False
+        with os.fdopen(fd, 'w') as f:
+          json.dump(me, f)
+        return True
+    finally:
+      os.unlink(tmp)
+
+  def _locked_error(self, holder: Optional[dict]) -> WorkdirLockedError:
+    if holder is None:
+      return WorkdirLockedError(
+          f'workdir {self.root}: its lock file {self.path} is unreadable '
+          f'(empty or not JSON, {self._age():.0f} s old), so another run may '
+          'be starting there right now; if no other run uses this workdir, '
+          f'delete {self.path} and re-run (after '
+          f'{self.UNREADABLE_GRACE_S} s an unreadable lock is taken over)')
+    return WorkdirLockedError(
+        f'workdir {self.root} is in use by pid {holder.get("pid")} on '
+        f'{holder.get("host")} since {holder.get("since")} (lock file '
+        f'{self.path}); wait for that run to end, or delete the lock '
+        'file if that process is gone')
 
   def acquire(self) -> None:
     if '://' in self.root:
@@ -123,28 +195,20 @@ class Lock:
     os.makedirs(self.root, exist_ok=True)
     me = {'pid': os.getpid(), 'host': socket.gethostname(),
           'since': time.strftime('%Y-%m-%d %H:%M:%S')}
-    while True:
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        holder = self._holder()
-        if self._stale(holder):
-          logging.warning('Taking over the lock of a run that is gone: %s '
-                          '(%s).', self.path, holder)
-          os.unlink(self.path)
-          continue
-        raise WorkdirLockedError(
-            f'workdir {self.root} is in use by pid {holder.get("pid")} on '
-            f'{holder.get("host")} since {holder.get("since")} (lock file '
-            f'{self.path}); wait for that run to end, or delete the lock '
-            'file if that process is gone') from None
-      with os.fdopen(fd, 'w') as f:
-        json.dump(me, f)
-      self.held = True
-      return
+    while not self._create(me):
+      holder = self._holder()
+      if holder == {}:  # released meanwhile
+        continue
+      if not self._stale(holder):
+        raise self._locked_error(holder) from None
+      logging.warning('Taking over the lock of a run that is gone: %s '
+                      '(%s).', self.path, holder or 'unreadable')
+      os.unlink(self.path)
+    self.held = True
 
   def release(self) -> None:
-    if self.held and self._holder().get('pid') == os.getpid():
+    holder = self._holder() if self.held else None
+    if holder and holder.get('pid') == os.getpid():
       os.unlink(self.path)
     self.held = False
 

@@ -108,6 +108,11 @@ def dataset_info(data_config) -> DatasetInfo:
   """Classes, fed resolution and per-split example counts after projection."""
   fields.validate(data_config)
   source = sources.get_source(data_config)
+  if len(source.class_names) < 2:
+    raise sources.source_error(
+        data_config.source, f'{len(source.class_names)} class found '
+        f'({", ".join(map(repr, source.class_names))}); allowed: a '
+        'classification source with at least two classes')
   indices = split_indices(data_config)
   return DatasetInfo(
       num_classes=len(source.class_names),

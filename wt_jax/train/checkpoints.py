@@ -12,17 +12,31 @@ num_classes and the shape of every state leaf, written when a fresh run
 starts) is compared with this run; a different width vector or architecture
 raises `CheckpointMismatchError` naming the difference. If the JSON is
 missing or corrupt, the shapes in orbax's metadata are compared instead.
-A latest checkpoint that does not restore (a torn save) is skipped with a
-warning for the newest one that does.
+A latest checkpoint that does not restore (a torn save) is skipped with
+one warning for the newest one that does.
+
+A save or restore that fails for the machine's reason (disk full, I/O
+error, read-only disk; orbax and TensorStore report these as a ValueError
+carrying the OS error code) raises `EnvironmentFailure` (exit code 4)
+naming the checkpoint directory and the step; the checkpoints saved before
+it stay intact (orbax writes each one to a temporary directory and renames
+it when complete). The leftovers of a failed read or write inside orbax
+(callbacks of its futures landing on an event loop it already closed) are
+not printed (`_ignore_orbax_leftovers`, installed with the first
+`Checkpoints`).
 
 Orbax writes checkpoints from all processes itself; `structure.json` is
 written by process 0.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import re
+import sys
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from absl import logging
 import jax
@@ -31,6 +45,7 @@ import orbax.checkpoint as ocp
 from wt_jax import files
 from wt_jax import interrupts
 from wt_jax.errors import CheckpointMismatchError
+from wt_jax.errors import EnvironmentFailure
 from wt_jax.train import paths
 from wt_jax.widths import Widths
 
@@ -125,10 +140,54 @@ def _orbax_shapes(manager: ocp.CheckpointManager, step: int) -> dict:
   return out
 
 
+# TensorStore's error text carries the OS error: "... No space left on
+# device [os_error_code='28']".
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def _os_error_code(error: BaseException) -> Optional[int]:
+  """The OS error code behind `error` or the exceptions it chains, if any."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno:
+      return int(error.errno)
+    match = _OS_ERROR_CODE.search(str(error))
+    if match:
+      return int(match.group(1))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _is_orbax_leftover(unraisable) -> bool:
+  """An unraisable exception left by an interrupted orbax read or write."""
+  value, obj = unraisable.exc_value, unraisable.object
+  if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+    return True
+  code = getattr(obj, 'cr_code', None)
+  return code is not None and f'{os.sep}orbax{os.sep}' in code.co_filename
+
+
+def _ignore_orbax_leftovers() -> None:
+  """From now on, orbax's leftovers of a failed read or write are not
+  printed (every other unraisable exception still is)."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'wt_jax_filter', False):
+    return
+
+  def hook(unraisable):
+    if not _is_orbax_leftover(unraisable):
+      previous(unraisable)
+
+  hook.wt_jax_filter = True
+  sys.unraisablehook = hook
+
+
 class Checkpoints:
   """The orbax manager of `workdir/checkpoints` and its `structure.json`."""
 
   def __init__(self, workdir: str, keep: int):
+    _ignore_orbax_leftovers()
     self.directory = paths.join(workdir, paths.CHECKPOINTS_DIR)
     self.manager = ocp.CheckpointManager(
         self.directory,
@@ -137,6 +196,23 @@ class Checkpoints:
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'progress': ocp.JsonCheckpointHandler()})
     self.close_seconds = 0.0
+    self.failed = False
+    self.pending: Optional[int] = None  # the step of the save in flight
+
+  @contextlib.contextmanager
+  def _storage(self, action: str) -> Iterator[None]:
+    """Turns a failure of the machine inside orbax into EnvironmentFailure."""
+    try:
+      yield
+    except EnvironmentFailure:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      code = _os_error_code(e)
+      if code is None:
+        raise
+      self.failed = True
+      raise EnvironmentFailure(code, f'{os.strerror(code)} ({action})',
+                               self.directory) from e
 
   def _check(self, latest: int, structure: Mapping[str, Any]) -> None:
     path = paths.join(self.directory, paths.STRUCTURE_FILE)
@@ -164,11 +240,13 @@ class Checkpoints:
             progress=ocp.args.JsonRestore()))
       except Exception as e:  # pylint: disable=broad-except
         later = steps[i + 1] if i + 1 < len(steps) else None
+        why = str(e).split(' See full TensorStore details')[0]
         logging.warning(
             'Checkpoint step %d in %s is corrupt (%s: %s); %s.', step,
-            self.directory, type(e).__name__, str(e).splitlines()[0][:200]
-            if str(e) else '', f'falling back to step {later}' if later
-            is not None else 'no intact checkpoint is left: starting over')
+            self.directory, type(e).__name__,
+            ' '.join(why.split())[:200], f'falling back to step {later}'
+            if later is not None else
+            'no intact checkpoint is left: starting over')
         continue
       logging.info('Resumed from %s at step %d.', self.directory, step)
       return restored.state, Progress.from_json(restored.progress)
@@ -202,30 +280,50 @@ class Checkpoints:
     # consecutive steps). Training still overlaps each save. A Ctrl-C waits
     # for the hand-off to orbax's commit thread (see `interrupts`).
     with interrupts.deferred():
+      self._wait()  # the save before this one commits here
+      with self._storage(f'saving the checkpoint of step {step}'):
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            progress=ocp.args.JsonSave(progress.to_json(run_seconds))))
+      self.pending = step
+
+  def _wait(self) -> None:
+    with self._storage(f'saving the checkpoint of step {self.pending}'):
       self.manager.wait_until_finished()
-      self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          progress=ocp.args.JsonSave(progress.to_json(run_seconds))))
+    self.pending = None
 
   def wait(self) -> None:
     """Blocks until the pending save is committed (timed as checkpointing)."""
     t0 = time.perf_counter()
-    self.manager.wait_until_finished()
+    self._wait()
     self.close_seconds += time.perf_counter() - t0
 
   def close(self) -> None:
-    """Waits for the pending save, then closes the manager."""
+    """Waits for the pending save, then closes the manager. After a failed
+    save the manager is closed without raising that failure again."""
     t0 = time.perf_counter()
     with interrupts.deferred():
-      self.manager.wait_until_finished()
-      self.manager.close()
+      try:
+        self._wait()
+      finally:
+        try:
+          self.manager.close()
+        except Exception:  # pylint: disable=broad-except
+          if not self.failed:
+            raise
     self.close_seconds += time.perf_counter() - t0
 
   def __enter__(self) -> 'Checkpoints':
     return self
 
-  def __exit__(self, *exc) -> None:
-    self.close()
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.close()
+      return
+    try:  # the error on its way out is the one to report
+      self.close()
+    except Exception:  # pylint: disable=broad-except
+      logging.debug('Closing %s after an error failed too.', self.directory)
 
 
 def for_workdir(workdir: Optional[str], keep: int) -> Optional[Checkpoints]:
