@@ -429,3 +429,25 @@ def test_disk_full_at_the_start_names_the_file_and_the_stage(tmp_path,
       '(finished steps and intact checkpoints are kept)')
   assert errors.exit_code(e.value) == errors.EXIT_ENVIRONMENT
   assert not os.path.exists(os.path.join(root, '.lock'))
+
+
+# ----------------------------------------------------------------------------
+# Multi-host: one file, one writer (a step's manifest holds its digest).
+# ----------------------------------------------------------------------------
+
+
+def test_only_process_0_writes_an_optimizers_summary(tmp_path, monkeypatch):
+  """Each process of a multi-host run holds the result with its own wall
+  time; had every process written summary.json, the optimize step's
+  manifest could record one process's bytes and find another's (seen in a
+  two-process run: the report then left out the optimization overhead)."""
+  from wt_jax import result as result_lib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  found = result_lib.OptimizeResult(W.uniform('resnet_tiny'), 1, 1, 1.0, 2.5,
+                                    {})
+  monkeypatch.setattr(jax, 'process_index', lambda: 1)
+  result_lib.save(str(tmp_path), found)
+  assert not (tmp_path / result_lib.SUMMARY).exists()
+  monkeypatch.setattr(jax, 'process_index', lambda: 0)
+  result_lib.save(str(tmp_path), found)
+  assert result_lib.load(str(tmp_path)) == found

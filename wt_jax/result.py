@@ -11,6 +11,8 @@ import dataclasses
 import os
 from typing import Any, Optional
 
+import jax
+
 from wt_jax import files
 from wt_jax import widths as widths_lib
 from wt_jax.widths import Widths
@@ -36,8 +38,13 @@ class OptimizeResult:
 
 
 def save(workdir: str, result: OptimizeResult) -> None:
-  """Writes summary.json atomically: the run is complete once it exists."""
-  files.write_json(os.path.join(workdir, SUMMARY), result.summary())
+  """Writes summary.json atomically: the run is complete once it exists.
+
+  Process 0 only: under multi-host every process holds the result, each
+  with its own wall time, and one file must hold one of them (the step's
+  manifest records its digest)."""
+  if jax.process_index() == 0:
+    files.write_json(os.path.join(workdir, SUMMARY), result.summary())
 
 
 def load(workdir: str) -> Optional[OptimizeResult]:

@@ -129,8 +129,7 @@ def optimize(r: Run) -> str:
                           expect_depth=proj.widths.depth)
     found = result_lib.OptimizeResult(opt, 0, 0, 0.0, 0.0, dict(
         optimizer='external', widths_file=r.config.widths_file))
-    if r.is_main:
-      result_lib.save(out, found)
+    result_lib.save(out, found)
   else:
     found = width_optimizers.optimize(r.config, proj, out)
   macs = r.macs(found.widths, proj)
