@@ -48,8 +48,8 @@ from wt_jax import morphnet  # noqa: E402
 from wt_jax import problem as problem_lib  # noqa: E402
 from wt_jax import projection  # noqa: E402
 from wt_jax import widths as widths_lib  # noqa: E402
-from wt_jax.train import batches  # noqa: E402
-from wt_jax.train import recipe  # noqa: E402
+from wt_jax import workdir as workdir_lib  # noqa: E402
+from wt_jax.train import length  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_ROOT = '/work/grid_cifar10'
@@ -64,11 +64,9 @@ FORWARD = 1 / 3  # a forward pass, in training steps (forward + backward)
 
 def _steps_images(train_config, examples: float) -> int:
   """Images through the steps of a run of `train_config` on `examples`
-  training images, by the train loop's own rule (full batches per epoch,
-  `recipe.num_train_steps`)."""
-  batch = int(train_config.batch_size)
-  per_epoch = batches.steps_per_epoch(int(examples), batch)
-  return recipe.num_train_steps(train_config, per_epoch) * batch
+  training images, by the train loop's own rule (`length.run_length`)."""
+  return (length.run_length(train_config, int(examples)).total_steps *
+          int(train_config.batch_size))
 
 
 def plan(budget: str) -> list[dict]:
@@ -159,16 +157,17 @@ def share_optimize(root, budget, arm):
   src_arm = grid_configs.ARMS[arm].get('share_optimize_from')
   if not src_arm:
     return True
-  src = os.path.join(arm_workdir(root, budget, src_arm), 'optimize')
-  dst = os.path.join(arm_workdir(root, budget, arm), 'optimize')
-  if os.path.exists(os.path.join(dst, 'summary.json')):
+  src = workdir_lib.Workdir(arm_workdir(root, budget, src_arm)).optimize()
+  dst = workdir_lib.Workdir(arm_workdir(root, budget, arm)).optimize()
+  if os.path.exists(workdir_lib.summary(dst)):
     return True
-  if not os.path.exists(os.path.join(src, 'summary.json')):
+  if not os.path.exists(workdir_lib.summary(src)):
     print(f'[grid] {arm}: {src_arm} has no finished optimization; '
           'skipping', flush=True)
     return False
   os.makedirs(dst, exist_ok=True)
-  for name in ('widths.json', 'history.json', 'summary.json'):  # marker last
+  for name in ('widths.json', workdir_lib.HISTORY_FILE,
+               workdir_lib.SUMMARY_FILE):  # the completion marker last
     if os.path.exists(os.path.join(src, name)):
       shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
   with open(os.path.join(dst, 'SHARED_FROM'), 'w') as f:

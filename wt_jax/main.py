@@ -140,7 +140,7 @@ def main(argv) -> int:
     return errors.exit_code(e)
   if results is not None:
     print(report.markdown(results, full=False))
-    print(f'full report: {Workdir(workdir).report("results.md")}')
+    print(f'full report: {Workdir(workdir).report("markdown")}')
   print(f'workdir: {workdir if "://" in workdir else os.path.abspath(workdir)}')
   return errors.EXIT_OK
 

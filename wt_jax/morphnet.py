@@ -29,7 +29,6 @@ data. With every channel alive, `alive_macs` equals the analytic MACs of
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -45,6 +44,7 @@ from wt_jax import models
 from wt_jax import result as result_lib
 from wt_jax import train
 from wt_jax import validation
+from wt_jax import workdir as workdir_lib
 from wt_jax.graph import LayerGraph
 from wt_jax.problem import Problem
 from wt_jax.widths import Widths
@@ -219,7 +219,7 @@ class _Exporter:
     self.stop_macs = (float(mc.shrink_to) * self.start_macs
                       if mc.shrink_to > 0 else -1)
     self.average_last = max(1, int(mc.average_last))
-    self.path = os.path.join(workdir, result_lib.HISTORY)
+    self.path = workdir_lib.history(workdir)
     self.history = (files.read_json(self.path) if files.exists(self.path)
                     else [])
     self.variables = None  # the deciding net at the last call (host)
@@ -304,7 +304,7 @@ def optimize(config, problem: Problem, workdir: str
                'the last step')
   t0 = time.perf_counter()
   metrics = train.train_and_evaluate(
-      config, problem.widths, os.path.join(workdir, 'train'),
+      config, problem.widths, workdir_lib.optimizer_train(workdir),
       data_config=problem.data,
       train_config=structure_learning_train_config(config),
       extra_loss=make_extra_loss(structure, strength, export.threshold),

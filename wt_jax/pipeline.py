@@ -106,11 +106,8 @@ def validate(config) -> None:
   width_optimizers.validate(config)
   projection.validate(config.projection)
   extrapolate.validate(config.transfer)
-  if _optimizes(config) and not config.data.val_fraction > 0:
-    validation.fail('config.data.val_fraction', config.data.val_fraction,
-                    'a number in (0, 1) when a width optimizer runs (stages '
-                    'optimize / optimize_direct decide on the val split, '
-                    'never on test)')
+  if _optimizes(config):
+    data.require_val_split(config.data, 'stage optimize / optimize_direct')
 
 
 def _check_target(config, original) -> None:

@@ -300,9 +300,9 @@ def write_report(config, original: Problem, projected: Problem,
                  wd: Workdir,
                  fresh: Callable[[str], bool] = lambda path: True) -> dict:
   results = collect(config, original, projected, wd, fresh)
-  files.write_json(wd.report('results.json'), results)
-  files.write_text(wd.report('results.md'), markdown(results))
+  files.write_json(wd.report('json'), results)
+  files.write_text(wd.report('markdown'), markdown(results))
   if results['arms']:
-    files.write_bytes(wd.report('widths.png'), plot_widths(results))
-    files.write_bytes(wd.report('overhead.png'), plot_overhead(results))
+    files.write_bytes(wd.report('widths_plot'), plot_widths(results))
+    files.write_bytes(wd.report('overhead_plot'), plot_overhead(results))
   return results

@@ -8,17 +8,18 @@ widths too). This module sits below the optimizers and the registry
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 import jax
 
 from wt_jax import files
 from wt_jax import widths as widths_lib
+from wt_jax import workdir as workdir_lib
 from wt_jax.widths import Widths
 
-SUMMARY = 'summary.json'
-HISTORY = 'history.json'  # an optimizer's path through width space
+# The file names in an optimizer's workdir (spelled in `wt_jax.workdir`).
+SUMMARY = workdir_lib.SUMMARY_FILE
+HISTORY = workdir_lib.HISTORY_FILE  # an optimizer's path through width space
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +45,12 @@ def save(workdir: str, result: OptimizeResult) -> None:
   with its own wall time, and one file must hold one of them (the step's
   manifest records its digest)."""
   if jax.process_index() == 0:
-    files.write_json(os.path.join(workdir, SUMMARY), result.summary())
+    files.write_json(workdir_lib.summary(workdir), result.summary())
 
 
 def load(workdir: str) -> Optional[OptimizeResult]:
   """The stored result of a finished optimization, or None."""
-  path = os.path.join(workdir, SUMMARY)
+  path = workdir_lib.summary(workdir)
   if not files.exists(path):
     return None
   s = files.read_json(path)

@@ -27,8 +27,8 @@ from absl import logging
 from wt_jax import console
 from wt_jax import files
 from wt_jax import fingerprint
-from wt_jax import stages as stages_lib
 from wt_jax import validation
+from wt_jax import workdir as workdir_lib
 from wt_jax.stages import Run
 from wt_jax.stages import STAGES
 from wt_jax.stages import Step
@@ -67,7 +67,7 @@ def _made_files(r: Run, step: Step) -> dict[str, str]:
   hold checkpoints)."""
   paths = {r.workdir.name(p): p for p in step.outputs}
   for name in files.list_files(step.home):
-    if name in (stages_lib.RECORD_FILE, stages_lib.MANIFEST_FILE) or (
+    if name in (workdir_lib.RECORD_FILE, workdir_lib.MANIFEST_FILE) or (
         name.startswith(('events.out.tfevents.', '.tmp-'))):
       continue
     path = files.join(step.home, name)
@@ -124,8 +124,8 @@ def _supersede(r: Run, step: Step) -> Optional[str]:
   paths = [p for p in (step.home,) + step.owned if files.exists(p)]
   if not paths or not r.is_main:
     return None
-  dest = r.workdir.path('superseded', step.key.replace('/', '-') + '-' +
-                        time.strftime('%Y%m%d-%H%M%S'))
+  dest = r.workdir.superseded(step.key.replace('/', '-') + '-' +
+                              time.strftime('%Y%m%d-%H%M%S'))
   for p in paths:
     files.move(p, files.join(dest, r.workdir.name(p)))
   return dest

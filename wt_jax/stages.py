@@ -39,6 +39,7 @@ from wt_jax import result as result_lib
 from wt_jax import train
 from wt_jax import widths as widths_lib
 from wt_jax import width_optimizers
+from wt_jax import workdir as workdir_lib
 from wt_jax.problem import Problem
 from wt_jax.workdir import ARMS
 from wt_jax.workdir import Workdir
@@ -90,17 +91,11 @@ class Step:
 
   @property
   def record_path(self) -> str:
-    return files.join(self.home, RECORD_FILE)
+    return workdir_lib.step_record(self.home)
 
   @property
   def manifest_path(self) -> str:
-    return files.join(self.home, MANIFEST_FILE)
-
-
-# In a step's home: its fingerprint (written when it starts) and its
-# manifest (written when it ends: the digest of every file it made).
-RECORD_FILE = 'fingerprint.json'
-MANIFEST_FILE = 'outputs.json'
+    return workdir_lib.step_manifest(self.home)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +220,7 @@ def optimize_steps(r: Run) -> list[Step]:
         r.fields(*PROBLEM_FIELDS, 'projection', *_optimizer_fields(r)))
   home = wd.optimize()
   return [Step('optimize', home,
-               (files.join(home, result_lib.SUMMARY),
+               (workdir_lib.summary(home),
                 wd.widths('projected_optimized')),
                (wd.widths('projected_optimized'),), inputs,
                lambda: optimize(r))]
@@ -236,7 +231,7 @@ def transfer_steps(r: Run) -> list[Step]:
   inputs = fingerprint.record(
       r.fields(*PROBLEM_FIELDS, 'projection', 'transfer'),
       r.upstream(wd.widths('projected_optimized')))
-  return [Step('transfer', wd.path('transfer'), (wd.widths('transferred'),),
+  return [Step('transfer', wd.transfer, (wd.widths('transferred'),),
                (wd.widths('transferred'),), inputs, lambda: transfer(r))]
 
 
@@ -247,7 +242,7 @@ def optimize_direct_steps(r: Run) -> list[Step]:
   home = wd.optimize(direct=True)
   widths = (wd.widths('direct_optimized'), wd.widths('direct'))
   return [Step('optimize_direct', home,
-               (files.join(home, result_lib.SUMMARY),) + widths, widths,
+               (workdir_lib.summary(home),) + widths, widths,
                inputs, lambda: optimize_direct(r))]
 
 

@@ -1,19 +1,33 @@
 """Every path a run writes under its workdir, in one place.
 
     <workdir>/
+      .lock                         the running process (`Lock`)
       config.json                   the run's config (the last run's)
       widths/<name>.json            width vectors (`WIDTH_FILES`)
       optimize/                     the width optimizer on the projected problem
       optimize_direct/              the width optimizer on the original problem
-        summary.json, history.json, train/ (its checkpoints)
+        summary.json, history.json, train/ (its training, as below)
+      transfer/                     the transfer step's home
       train/<arm>/seed_<s>/         final training of one arm and seed
-        checkpoints/, metrics.jsonl, TensorBoard events, final.json
+        final.json
       timing.json                   where the last computing run's time went
       results.json, results.md      the report
       widths.png, overhead.png
+      superseded/<step>-<time>/     a recomputed step's old outputs
+
+    a training directory (train/<arm>/seed_<s>/, <optimizer dir>/train/):
+      checkpoints/                  orbax checkpoints
+        structure.json              the run they belong to
+      metrics.jsonl                 one JSON record per line
+      TensorBoard events
+
+    a step's home (each directory above that a step writes):
+      fingerprint.json, outputs.json  its inputs' record and its manifest
 
 The pipeline writes these, the report and experiments/ read them; none of
-them spells a path itself.
+them spells a name itself: `Workdir` gives the paths under the root, the
+functions below those inside an optimizer's, a training's or a step's
+directory (`train.paths` and `result` re-export the names they use).
 """
 from __future__ import annotations
 
@@ -40,13 +54,54 @@ WIDTH_FILES = {
     'direct': 'stage optimize_direct, FLOPs-matched',
 }
 ARMS = ('transferred', 'uniform', 'direct')  # trained arms, in stage order
-REPORT_FILES = ('results.json', 'results.md', 'widths.png', 'overhead.png')
+# The report's files, by what they hold (`Workdir.report`).
+REPORT_FILES = {'json': 'results.json', 'markdown': 'results.md',
+                'widths_plot': 'widths.png', 'overhead_plot': 'overhead.png'}
+LOCK_FILE = '.lock'
+
+# In a width optimizer's directory (`Workdir.optimize`).
+SUMMARY_FILE = 'summary.json'  # its result, the completion marker (`result`)
+HISTORY_FILE = 'history.json'  # its path through width space
+TRAIN_DIR = 'train'  # its training directory
+
+# In a training directory.
+METRICS_FILE = 'metrics.jsonl'
+CHECKPOINTS_DIR = 'checkpoints'
+STRUCTURE_FILE = 'structure.json'  # in CHECKPOINTS_DIR
+
+# In a step's home: its fingerprint (written when it starts) and its
+# manifest (written when it ends: the digest of every file it made).
+RECORD_FILE = 'fingerprint.json'
+MANIFEST_FILE = 'outputs.json'
 
 
 def _known(name: str, known, what: str) -> str:
   if name not in known:
     raise KeyError(f'unknown {what} file {name!r}; known: {", ".join(known)}')
   return name
+
+
+def summary(optimizer_dir: str) -> str:
+  """A width optimizer's result file (its completion marker)."""
+  return files.join(optimizer_dir, SUMMARY_FILE)
+
+
+def history(optimizer_dir: str) -> str:
+  """A width optimizer's path through width space."""
+  return files.join(optimizer_dir, HISTORY_FILE)
+
+
+def optimizer_train(optimizer_dir: str) -> str:
+  """The training directory of a width optimizer (its checkpoints)."""
+  return files.join(optimizer_dir, TRAIN_DIR)
+
+
+def step_record(home: str) -> str:
+  return files.join(home, RECORD_FILE)
+
+
+def step_manifest(home: str) -> str:
+  return files.join(home, MANIFEST_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +130,11 @@ class Workdir:
     """The width optimizer's directory (projected, or direct)."""
     return self.path('optimize_direct' if direct else 'optimize')
 
+  @property
+  def transfer(self) -> str:
+    """The transfer step's home."""
+    return self.path('transfer')
+
   def train(self, arm: str, seed: int) -> str:
     return self.path('train', arm, f'seed_{int(seed)}')
 
@@ -86,9 +146,14 @@ class Workdir:
     """Where the last computing run's wall time went (`pipeline.run`)."""
     return self.path('timing.json')
 
-  def report(self, name: str) -> str:
-    """One of the report's files (`REPORT_FILES`)."""
-    return self.path(_known(name, REPORT_FILES, 'report'))
+  def report(self, kind: str) -> str:
+    """One of the report's files: 'json', 'markdown', 'widths_plot' or
+    'overhead_plot' (`REPORT_FILES`)."""
+    return self.path(REPORT_FILES[_known(kind, REPORT_FILES, 'report')])
+
+  def superseded(self, name: str) -> str:
+    """Where a recomputed step's old outputs go (`reuse`)."""
+    return self.path('superseded', name)
 
 
 class Lock:
@@ -109,7 +174,7 @@ class Lock:
 
   def __init__(self, root: str):
     self.root = root
-    self.path = files.join(root, '.lock')
+    self.path = files.join(root, LOCK_FILE)
     self.held = False
 
   def _holder(self) -> Optional[dict]:
@@ -155,7 +220,7 @@ class Lock:
       raise type(e)(e.errno, e.strerror, self.path) from e
 
   def _create_or_fail(self, me: dict) -> bool:
-    fd, tmp = tempfile.mkstemp(dir=self.root, prefix='.lock-')
+    fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f'{LOCK_FILE}-')
     try:
       with os.fdopen(fd, 'w') as f:
         json.dump(me, f)

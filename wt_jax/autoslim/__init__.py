@@ -47,7 +47,6 @@ is not counted, as for MorphNet.
 """
 from __future__ import annotations
 
-import os
 import time
 
 from absl import logging
@@ -60,6 +59,7 @@ from wt_jax import models
 from wt_jax import result
 from wt_jax import train
 from wt_jax import validation
+from wt_jax import workdir as workdir_lib
 from wt_jax.autoslim.evaluator import BN_MOMENTUM
 from wt_jax.autoslim.evaluator import CandidateEvaluator
 from wt_jax.autoslim.sandwich import make_sandwich_loss
@@ -109,14 +109,8 @@ def validate(config) -> None:
   f.number('eval_batches', 0, integer=True, note='0 = the whole val split')
   f.number('candidate_batch', 0, integer=True,
            note='0 = all units at once')
-  if config.optimizer != 'autoslim':
-    return
-  val_fraction = config.data.val_fraction
-  if not (validation.is_number(val_fraction) and val_fraction > 0):
-    validation.fail(
-        'config.data.val_fraction', val_fraction,
-        '> 0 with optimizer=autoslim (greedy slimming evaluates candidates '
-        'on the held-out val split, never on test)')
+  if config.optimizer == 'autoslim':  # candidates are scored on val
+    data.require_val_split(config.data, 'optimizer=autoslim')
 
 
 def _train_slimmable(config, problem: Problem, space: SlimSpace, tc,
@@ -131,7 +125,7 @@ def _train_slimmable(config, problem: Problem, space: SlimSpace, tc,
         {'params': state.params, 'batch_stats': state.batch_stats})
 
   metrics = train.train_and_evaluate(
-      config, problem.widths, os.path.join(workdir, 'train'),
+      config, problem.widths, workdir_lib.optimizer_train(workdir),
       data_config=problem.data, train_config=tc,
       loss_fn=make_sandwich_loss(space, int(ac.num_random),
                                  bool(ac.inplace_distillation)),
@@ -172,7 +166,7 @@ def _slim(config, space: SlimSpace, scorer: CandidateEvaluator, target: int,
                   batch_size=int(tc.batch_size),
                   eval_batch_size=int(tc.eval_batch_size),
                   trained_steps=int(trained_steps), seed=int(config.seed))
-  path = os.path.join(workdir, result.HISTORY)
+  path = workdir_lib.history(workdir)
   history = files.read_json(path) if files.exists(path) else None
 
   def save(h):

@@ -68,6 +68,7 @@ from wt_jax.data import pipeline
 from wt_jax.data import sources
 from wt_jax.data import splits
 from wt_jax.data.fields import AUGMENTS
+from wt_jax.data.fields import require_val_split
 from wt_jax.data.fields import validate
 from wt_jax.data.pipeline import as_numpy
 from wt_jax.data.pipeline import make_dataset
@@ -94,6 +95,7 @@ __all__ = [
     'get_source',
     'make_dataset',
     'preload',
+    'require_val_split',
     'split_indices',
     'validate',
 ]

@@ -14,6 +14,8 @@
 
 Messages follow `wt_jax.validation`'s one format, as `DataError`:
 `config.data.val_fraction=1.5 is invalid; allowed: a number in [0, 1)`.
+`require_val_split` is the one rule a width optimizer adds: it decides on
+the held-out val split, never on test, so `val_fraction` must be > 0.
 Defaults live in wt_jax/defaults.py.
 """
 import os
@@ -52,6 +54,18 @@ def validate(data_config) -> None:
   checks.boolean('cache')
   checks.number('shuffle_buffer', 1, integer=True)
   checks.number('split_seed', 0, integer=True)
+
+
+def require_val_split(data_config, user: str) -> None:
+  """Raises DataError unless `data_config.val_fraction` > 0: a width
+  optimizer decides on the held-out val split, never on test. `user` names
+  what needs the split ('optimizer=dmcp', 'stage optimize / ...')."""
+  value = data_config.val_fraction
+  if not (validation.is_number(value) and value > 0):
+    validation.fail('config.data.val_fraction', value,
+                    f'a number in (0, 1) with {user} (a width optimizer '
+                    'decides on the held-out val split, never on test)',
+                    DataError)
 
 
 def _check_source(checks: validation.Fields) -> None:

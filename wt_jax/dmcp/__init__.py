@@ -90,7 +90,6 @@ BN recalibration (`val_top1_recalibrated`; not charged: it decides nothing).
 """
 from __future__ import annotations
 
-import os
 import time
 
 from absl import logging
@@ -103,6 +102,7 @@ from wt_jax import models
 from wt_jax import result
 from wt_jax import train
 from wt_jax import validation
+from wt_jax import workdir as workdir_lib
 from wt_jax.dmcp.chain import Chain
 from wt_jax.dmcp.chain import chain_from_config
 from wt_jax.dmcp.chain import make_chain
@@ -116,7 +116,7 @@ from wt_jax.dmcp.loss import make_dmcp_loss
 from wt_jax.dmcp.loss import PARAMS_ENTRY
 from wt_jax.dmcp.loss import skips_by_cond
 from wt_jax.problem import Problem
-from wt_jax.train.recipe import num_train_steps
+from wt_jax.train.length import run_length
 
 __all__ = [
     'Chain', 'FIELDS', 'FixedMasks', 'PARAMS_ENTRY', 'arch_params',
@@ -155,12 +155,8 @@ def validate(config) -> None:
   f.number('export_every', 1, integer=True)
   f.number('calib_batches', 0, integer=True,
            note='0: no deciding-net measurement')
-  val = config.data.val_fraction
-  if config.optimizer == 'dmcp' and not (validation.is_number(val) and
-                                         val > 0):
-    validation.fail('config.data.val_fraction', val, '> 0 with '
-                    'optimizer=dmcp (it evaluates on the held-out val split, '
-                    'never on test)')
+  if config.optimizer == 'dmcp':  # it evaluates on val
+    data.require_val_split(config.data, 'optimizer=dmcp')
 
 
 def dmcp_train_config(config):
@@ -194,9 +190,8 @@ def _deciding_net(config, problem: Problem, chain: Chain, learned,
 def _plan(config, problem: Problem, tc) -> tuple[int, int]:
   """(total steps, warm-up steps) of the run (as the train loop plans it)."""
   info = data.dataset_info(problem.data)
-  per_epoch = train.steps_per_epoch(info.num_examples['train'],
-                                    int(tc.batch_size), jax.process_count())
-  total = num_train_steps(tc, max(per_epoch, 1))
+  total = run_length(tc, info.num_examples['train'],
+                     jax.process_count()).total_steps
   return total, int(total * float(config.dmcp.warmup_fraction))
 
 
@@ -214,7 +209,7 @@ def _train(config, problem: Problem, chain: Chain, workdir: str):
       flops_loss_weight=float(dc.flops_loss_weight),
       target_fraction=float(dc.target_fraction))
   metrics = train.train_and_evaluate(
-      config, problem.widths, os.path.join(workdir, 'train'),
+      config, problem.widths, workdir_lib.optimizer_train(workdir),
       data_config=problem.data, train_config=tc, loss_fn=loss_fn,
       extra_params=arch_params(chain, float(dc.arch_lr),
                                float(dc.arch_min_lr), warmup, total, tc),

@@ -27,15 +27,13 @@ reported beside it.
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 
 from wt_jax import cost
 from wt_jax import files
-from wt_jax import result
 from wt_jax import train
+from wt_jax import workdir as workdir_lib
 from wt_jax.dmcp.chain import Chain
 from wt_jax.dmcp.loss import PARAMS_ENTRY
 from wt_jax.dmcp.loss import host_uniform_probability
@@ -57,7 +55,7 @@ class Exporter:
     self.problem = problem
     self.total_steps = int(total_steps)
     self.start_macs = self.macs(problem.widths)
-    self.path = os.path.join(workdir, result.HISTORY)
+    self.path = workdir_lib.history(workdir)
     self.history = (files.read_json(self.path) if files.exists(self.path)
                     else [])
     self.alpha = None  # [units, max groups] at the last call (host)

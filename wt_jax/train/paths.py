@@ -4,14 +4,18 @@
 * `workdir/checkpoints/`: orbax checkpoints (`checkpoints`), with
   `workdir/checkpoints/structure.json` describing the run they belong to;
 * TensorBoard summaries: clu writes them into `workdir` itself.
+
+The names are `wt_jax.workdir`'s (the whole layout, in one place).
 """
 from __future__ import annotations
 
 import os
 
-METRICS_FILE = 'metrics.jsonl'
-CHECKPOINTS_DIR = 'checkpoints'
-STRUCTURE_FILE = 'structure.json'
+from wt_jax.workdir import CHECKPOINTS_DIR
+from wt_jax.workdir import METRICS_FILE
+from wt_jax.workdir import STRUCTURE_FILE
+
+__all__ = ['CHECKPOINTS_DIR', 'METRICS_FILE', 'STRUCTURE_FILE', 'join']
 
 
 def join(directory: str, *names: str) -> str:
