@@ -220,7 +220,7 @@ def build_ref(arch, width_mult, batch_size, warmup=2, padding='SAME'):
   import optax  # pylint: disable=g-import-not-at-top
   from wt_jax import widths as W  # pylint: disable=g-import-not-at-top
   widths = W.uniform(arch, width_mult)
-  if widths.spec.block != 'basic':
+  if widths.spec.net.family.block != 'basic':
     raise ValueError('the reference ResNet has BasicBlocks only')
   model = references.flax_resnet(widths, jnp.float32, padding)
 

@@ -49,7 +49,7 @@ def flax_resnet(widths, dtype, padding='SAME'):
         residual = self.norm(name='norm_proj')(residual)
       return self.act(residual + y)
 
-  spec = widths.spec
+  spec = widths.spec.net.family
   w = widths.as_dict()
 
   class ResNet(nn.Module):
@@ -72,7 +72,7 @@ def flax_resnet(widths, dtype, padding='SAME'):
       else:  # CIFAR stem
         x = nn.relu(norm(name='bn_init')(conv(w['stem'], (3, 3),
                                               name='conv_init')(x)))
-      for i, block_size in enumerate(spec.depth):
+      for i, block_size in enumerate(widths.depth):
         for j in range(block_size):
           s = spec.strides[i] if j == 0 else 1
           x = ResNetBlock(w[f'stage{i + 1}'],
@@ -115,11 +115,11 @@ def torch_resnet(widths):
 
     def __init__(self):
       super().__init__()
-      spec, w = widths.spec, widths.as_dict()
+      spec, w = widths.spec.net.family, widths.as_dict()
       self.stem = nn.Sequential(nn.Conv2d(3, w['stem'], 3, 1, 1, bias=False),
                                 nn.BatchNorm2d(w['stem']), nn.ReLU())
       blocks, cin = [], w['stem']
-      for i, n in enumerate(spec.depth):
+      for i, n in enumerate(widths.depth):
         for j in range(n):
           stride = spec.strides[i] if j == 0 else 1
           cout = w[f'stage{i + 1}']

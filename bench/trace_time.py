@@ -22,7 +22,7 @@ each):
 
 Reported: seconds per turn and the ratios register / eval_shape and
 register / compile; and, as a check, the traced network's MACs and params
-against the hand-written ResNet-50's.
+against the built-in ResNet-50's (the same module, traced under its own name).
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def main():
           [n, seconds[n], min(rates.turn_s[n]), max(rates.turn_s[n])]
           for n in contenders]),
       R.table(['ratio', 'value'], [[k, v] for k, v in ratios.items()]),
-      R.table(['check', 'traced', 'hand-written'], [
+      R.table(['check', 'registered', 'built-in'], [
           ['MACs', f'{traced.macs:,}', f'{hand.macs:,}'],
           ['params', f'{traced.params:,}', f'{hand.params:,}'],
           ['layers', len(traced.layers), len(hand.layers)]]),

@@ -40,6 +40,7 @@ from wt_jax.errors import ArchError
 from wt_jax.errors import ConfigError
 
 import _custom_net  # registers 'tiny_res' and 'staged_res'
+import _reference_nets
 from _tiny import REPO
 from _tiny import tiny_config
 
@@ -137,7 +138,8 @@ def test_traced_layer_graph_equals_the_hand_written_one(name):
   spec, probes, w = _probe_widths(name)
   traced = tracing.trace(models.build_model(w, tracing.CLASSES_PROBE),
                          probes, 32).at(probes, 10)
-  hand = architectures.layers(spec, w.values, 32, 10)
+  hand = _reference_nets.layers(_reference_nets.get_arch(name), w.values, 32,
+                               10)
   strip = lambda ls: [dataclasses.replace(l, name='') for l in ls]
   assert strip(traced) == strip(hand)
   assert architectures.identity_ties(spec, w.values) == ()

@@ -1,15 +1,20 @@
-"""Registered networks: a user's width-parameterized Flax CNN, by name.
+"""Registered networks: every network, built-in or a user's, by name.
 
     wt_jax.register_arch('my_net', lambda widths, num_classes: MyNet(
         widths, num_classes), base_widths={'stem': 16, 'b1': 32, ...})
 
-`register` traces the module once (`tracing.trace`, at probe widths) and
-refuses, with an `ArchError` naming the layer and the group, what the layer
-graph cannot express. From then on the name works wherever a built-in name
-does (`architectures.get_arch` hands over to the `CustomArch` kept here):
-`widths.uniform`, `cost.count`, `models.build_model` (`models.CustomNet`,
-which applies AutoSlim's masks by intercepting the module's layers),
-MorphNet, AutoSlim, projection and extrapolation, and the CLIs with
+A `Network` is a width-parameterized Flax CNN under a name: its factory,
+its groups with their widths at width multiplier 1.0, blocks per stage, and
+the traces of its module (`tracing.trace`), from which its layer graph,
+identity-shortcut ties and masked layers come. The built-in families
+(`families`) are registered here exactly like a user's network, adding only
+their uniform-width rule and layer names. `register` (public as
+`wt_jax.register_arch`) traces the module once and refuses, with an
+`ArchError` naming the layer and the group, what the layer graph cannot
+express. From then on the name works everywhere (`architectures.get_arch`):
+`widths.uniform`, `cost.count`, `models.build_model` (which applies
+AutoSlim's masks by intercepting the module's layers), MorphNet, AutoSlim,
+projection and extrapolation, and the CLIs with
 `--config.arch_module=pkg.mod` / `--arch_module=pkg.mod` (`import_module`).
 
 The factory is `factory(widths, num_classes) -> nn.Module`, `widths` a
@@ -24,11 +29,13 @@ block at the base widths of the stage's last registered block), for depth
 projection and layer stacking. Without `depth=`, a network has one depth
 and `projection.depth_mult` must stay 1.
 
-Group names also give each group its role for extrapolation
-(`architectures.Group`): `stageS` is a stage's stream, `stageS/...` a
-stage-level group, `stageS/blockB/...` a per-block group; any other name
-(e.g. 'stem', 'head') is a group of its own. Layers at other resolutions
-come from one more trace each (cached).
+Group names also give each group its role for extrapolation (`Group`):
+`stageS` is a stage's stream, `stageS/...` a stage-level group,
+`stageS/blockB/...` a per-block group; any other name (e.g. 'stem', 'head')
+is a group of its own. The trace is taken at probe widths that keep which
+widths are equal (`tracing.probe_widths`), once per depth, resolution and
+pattern of equal widths (cached): so a network may add two groups of equal
+width (ResNet's identity shortcut), which ties them.
 """
 from __future__ import annotations
 
@@ -39,16 +46,24 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 
-from wt_jax import architectures
 from wt_jax import tracing
 from wt_jax import validation
-from wt_jax.architectures import Group
 from wt_jax.errors import ArchError
 from wt_jax.graph import Layer
 
 DEFAULT_RESOLUTION = 32
 _STAGE = re.compile(r'^stage(\d+)(?:/(.+))?$')
 _BLOCK = re.compile(r'^stage(\d+)/block(\d+)/(.+)$')
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """One channel group of a width vector."""
+  name: str
+  kind: str  # 'stem' | 'stream' | 'block' | 'head' | 'other'
+  stage: Optional[int] = None  # 1-based; None for stem and head
+  block: Optional[int] = None  # 1-based; None unless kind == 'block'
+  position: str = ''  # role inside the block: 'conv1', 'conv2', 'expand'
 
 
 def _group(name: str) -> Group:
@@ -59,12 +74,39 @@ def _group(name: str) -> Group:
   stage = _STAGE.match(name)
   if stage:
     return Group(name, 'stream', int(stage[1]), None, stage[2] or '')
-  kind = name if name in ('stem', 'head') else 'other'
-  return Group(name, kind, position=name)
+  if name in ('stem', 'head'):
+    return Group(name, name)
+  return Group(name, 'other', position=name)
+
+
+def make_divisible(value: float, divisor: int = 8,
+                   min_value: Optional[int] = None) -> int:
+  """Rounds to a multiple of `divisor`, never below 90% of `value`.
+
+  The MobileNetV2 width-multiplier rule (and torchvision's), used for every
+  network's uniform widths.
+  """
+  min_value = divisor if min_value is None else min_value
+  new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+  if new < 0.9 * value:
+    new += divisor
+  return int(new)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+  """A registered network at one depth: everything but its widths."""
+  name: str
+  depth: tuple[int, ...]  # blocks per stage; () for one without depth=
+  net: Any = dataclasses.field(compare=False, repr=False)  # its `Network`
+
+  @property
+  def num_stages(self) -> int:
+    return len(self.depth)
 
 
 @dataclasses.dataclass(eq=False)
-class CustomArch:
+class Network:
   """One registered network: its factory, base widths and traces."""
   name: str
   factory: Callable[..., nn.Module]
@@ -72,14 +114,16 @@ class CustomArch:
   depth: tuple[int, ...]  # blocks per stage; () without depth=
   resolution: int
   takes_dtype: bool
+  # A family's own rules (`families`); a user's network: None.
+  uniform_rule: Optional[Callable] = None  # (depth, mult, divisor) -> widths
+  names_rule: Optional[Callable] = None  # depth -> group names
+  layer_name: Optional[Callable] = None  # parameter path -> layer name
+  family: Any = None
   _traces: dict = dataclasses.field(default_factory=dict)
   _bases: dict = dataclasses.field(default_factory=dict)
 
-  def arch(self, depth: Optional[Sequence[int]]) -> architectures.Arch:
-    depth = self._check_depth(depth)
-    return architectures.Arch(
-        name=self.name, family='custom', block='', stem='', depth=depth,
-        stage_widths=(), strides=(), stem_width=0, custom=self)
+  def arch(self, depth: Optional[Sequence[int]]) -> Arch:
+    return Arch(name=self.name, depth=self._check_depth(depth), net=self)
 
   def _check_depth(self, depth) -> tuple[int, ...]:
     if not depth:
@@ -96,62 +140,116 @@ class CustomArch:
           f'{self.depth}')
     return depth
 
+  def names(self, depth: tuple[int, ...]) -> tuple[str, ...]:
+    """The group names at `depth`, in network order."""
+    if self.names_rule is not None:
+      return tuple(self.names_rule(depth))
+    return tuple(n for n, _ in self.base_at(depth))
+
   def base_at(self, depth: tuple[int, ...]) -> tuple[tuple[str, int], ...]:
     """(group, base width) at `depth`, in network order."""
     if depth not in self._bases:
-      self._bases[depth] = (self.base if depth == self.depth else
-                            _restack(self.base, self.depth, depth))
+      self._bases[depth] = (
+          self.base if depth == self.depth else
+          tuple(zip(self.names(depth), self.uniform_values(depth, 1.0, 8)))
+          if self.uniform_rule is not None else
+          _restack(self.base, self.depth, depth))
     return self._bases[depth]
 
   def groups(self, depth: tuple[int, ...]) -> tuple[Group, ...]:
-    return tuple(_group(n) for n, _ in self.base_at(depth))
+    return tuple(_group(n) for n in self.names(depth))
 
   def uniform_values(self, depth, width_mult: float, divisor: int
                      ) -> tuple[int, ...]:
-    return tuple(architectures.make_divisible(w * width_mult, divisor)
+    if self.uniform_rule is not None:
+      return tuple(self.uniform_rule(depth, width_mult, divisor))
+    return tuple(make_divisible(w * width_mult, divisor)
                  for _, w in self.base_at(depth))
 
   def module(self, widths: Mapping[str, int], num_classes: int,
              depth: tuple[int, ...], dtype: Any = None) -> nn.Module:
-    """The user's module at `widths` (a {group: width} mapping)."""
+    """The network's module at `widths` (a {group: width} mapping)."""
     kwargs = {'depth': depth} if self.depth else {}
     if self.takes_dtype and dtype is not None:
       kwargs['dtype'] = dtype
     return self.factory(dict(widths), num_classes, **kwargs)
 
-  def trace(self, depth: tuple[int, ...], resolution: int) -> tracing.Trace:
-    """The trace at `depth` and `resolution` (once each; cached)."""
-    key = (depth, int(resolution))
+  def trace(self, depth: tuple[int, ...], resolution: int,
+            values: Optional[Sequence[int]] = None) -> tracing.Trace:
+    """The trace at `depth`, `resolution` and the pattern of equal widths of
+    `values` (default: the base widths); once each (cached)."""
+    names = self.names(depth)
+    if values is None:
+      values = [w for _, w in self.base_at(depth)]
+    probes = tracing.probe_widths(names, values)
+    key = (depth, int(resolution), tuple(int(v) for v in probes.values()))
     if key not in self._traces:
-      probes = tracing.probe_widths(n for n, _ in self.base_at(depth))
-      where = (f'arch={self.name!r} (depth {list(depth)}, resolution '
-               f'{resolution})' if depth else
-               f'arch={self.name!r} (resolution {resolution})')
-      try:
-        module = self.module(probes, tracing.CLASSES_PROBE, depth)
-        self._traces[key] = tracing.trace(module, probes, int(resolution))
-      except ArchError as e:
-        raise ArchError(f'{where}: {e}') from e
-      except TypeError as e:
-        raise ArchError(f"{where}: tracing failed: {e} (the module's "
-                        '__call__ must take (x, train))') from e
-      except KeyError as e:
-        if not (e.args and isinstance(e.args[0], str)):
-          raise
-        raise ArchError(
-            f'{where}: the network reads widths[{e.args[0]!r}], which is not '
-            f'a group; groups: {", ".join(probes)}') from e
+      self._traces[key] = self._trace(depth, int(resolution), probes)
     return self._traces[key]
+
+  def _trace(self, depth, resolution: int, probes) -> tracing.Trace:
+    where = (f'arch={self.name!r} (depth {list(depth)}, resolution '
+             f'{resolution})' if depth else
+             f'arch={self.name!r} (resolution {resolution})')
+    try:
+      module = self.module(probes, tracing.CLASSES_PROBE, depth)
+      found = tracing.trace(module, probes, resolution)
+    except ArchError as e:
+      raise ArchError(f'{where}: {e}') from e
+    except TypeError as e:
+      raise ArchError(f"{where}: tracing failed: {e} (the module's "
+                      '__call__ must take (x, train))') from e
+    except KeyError as e:
+      if not (e.args and isinstance(e.args[0], str)):
+        raise
+      raise ArchError(
+          f'{where}: the network reads widths[{e.args[0]!r}], which is not '
+          f'a group; groups: {", ".join(probes)}') from e
+    if self.layer_name is None:
+      return found
+    return dataclasses.replace(found, layers=tuple(
+        dataclasses.replace(l, name=self.layer_name(l.path))
+        for l in found.layers))
 
   def layers(self, depth, values: Sequence[int], resolution: int,
              num_classes: int) -> tuple[Layer, ...]:
-    names = [n for n, _ in self.base_at(depth)]
-    return self.trace(depth, resolution).at(
-        dict(zip(names, (int(v) for v in values))), num_classes)
+    values = [int(v) for v in values]
+    return self.trace(depth, resolution, values).at(
+        dict(zip(self.names(depth), values)), num_classes)
 
-  def masked(self, depth: tuple[int, ...]) -> dict[tuple[str, ...], str]:
+  def ties(self, depth, values: Sequence[int]) -> tuple[tuple[str, str], ...]:
+    """Pairs of distinct groups that an identity shortcut adds together."""
+    return self.trace(depth, self.resolution, values).ties
+
+  def masked(self, depth: tuple[int, ...], values: Sequence[int]
+             ) -> dict[tuple[str, ...], str]:
     """{module path: group} of the layers whose outputs AutoSlim masks."""
-    return dict(self.trace(depth, self.resolution).masked)
+    return dict(self.trace(depth, self.resolution, values).masked)
+
+
+# name -> Network: the built-ins (`families`), then the registered ones.
+_NETWORKS: dict[str, Network] = {}
+_BUILT_IN: list[str] = []
+
+
+def names() -> tuple[str, ...]:
+  """Every known architecture: the built-ins, then the registered ones."""
+  return tuple(_NETWORKS)
+
+
+def built_in() -> tuple[str, ...]:
+  return tuple(_BUILT_IN)
+
+
+def get(name: str) -> Optional[Network]:
+  return _NETWORKS.get(name)
+
+
+def add(net: Network, builtin: bool = False) -> None:
+  """Makes `net` the architecture `net.name` (`register` checks it)."""
+  _NETWORKS[net.name] = net
+  if builtin:
+    _BUILT_IN.append(net.name)
 
 
 def _restack(base, registered: tuple[int, ...], depth: tuple[int, ...]):
@@ -247,10 +345,10 @@ def register(name: str, factory: Callable[..., nn.Module],
   if not isinstance(name, str) or not re.fullmatch(r'[A-Za-z0-9_.-]+', name):
     validation.fail('register_arch name', name,
                     'a non-empty name of letters, digits, _ . -', ArchError)
-  if name in architectures.NAMES:
+  if name in _BUILT_IN:
     raise ArchError(f'arch={name!r} is a built-in architecture; register '
                     'your network under another name')
-  if name in architectures.names() and not replace:
+  if name in _NETWORKS and not replace:
     raise ValueError(f'architecture {name!r} is registered already; pass '
                      'replace=True to replace it')
   validation.number(f'register_arch({name!r}) resolution', resolution, lo=1,
@@ -259,10 +357,10 @@ def register(name: str, factory: Callable[..., nn.Module],
   depth = tuple(depth or ())
   if depth:
     _check_depth_names(name, base, depth)
-  custom = CustomArch(name, factory, base, depth, int(resolution),
-                      _takes(factory, 'dtype'))
-  custom.trace(depth, resolution)
-  architectures.add_custom(name, custom)
+  net = Network(name, factory, base, depth, int(resolution),
+                _takes(factory, 'dtype'))
+  net.trace(depth, resolution)
+  add(net)
 
 
 def import_module(module: str, field: str = 'config.arch_module') -> None:

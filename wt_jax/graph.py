@@ -2,8 +2,8 @@
 
 `Layer` is one conv, depthwise conv or FC layer: kernel, stride, channels,
 sizes, the channel groups it reads and writes, and its Flax parameter paths.
-`architectures.layers` lists them for the built-in families, `tracing.trace`
-for a registered network (`custom_archs`).
+`tracing.trace` finds them in a network's Flax module, the same way for the
+built-in families and a user's registered network (`architectures.layers`).
 
 `LayerGraph` compiles such a list against a width vector's groups into
 arrays, once, so that every consumer counts over the same form:

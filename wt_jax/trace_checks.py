@@ -60,7 +60,15 @@ class ProbeNames:
   """Group names of probe channel counts, for checks and messages."""
 
   def __init__(self, probes: Mapping[str, int]):
-    self.group = {int(v): n for n, v in probes.items()}
+    shared: dict[int, list[str]] = {}
+    for n, v in probes.items():
+      shared.setdefault(int(v), []).append(n)
+    # Probe count -> its group's name ('a / b' where groups of equal widths
+    # share a probe); `unique` only the counts that name one group.
+    self.group = {v: ' / '.join(ns) for v, ns in shared.items()}
+    self.unique = {v: ns[0] for v, ns in shared.items() if len(ns) == 1}
+    self.order = {n: i for i, n in enumerate(probes)}
+    self.value = {n: int(v) for n, v in probes.items()}
 
   def of(self, c: int) -> str:
     return f"group '{self.group[c]}'" if c in self.group else f'{c} channels'
@@ -103,7 +111,7 @@ def check_conv_groups(conv: nn.Conv, x, path, names: ProbeNames) -> None:
         'multiplier of 1)')
 
 
-def _scope(name_stack: str, scopes) -> tuple[str, ...]:
+def scope(name_stack: str, scopes) -> tuple[str, ...]:
   """The innermost module path pushed by `_record` ('@i') in a name stack."""
   marks = [p for p in name_stack.split('/') if re.fullmatch(r'@\d+', p)]
   return scopes[int(marks[-1][1:])] if marks else ()
@@ -171,7 +179,7 @@ def check_forward(jaxpr, tainted: set, names: ProbeNames, owners: dict,
     if not any(hot):
       continue
     where = prefix + '/' + str(eqn.source_info.name_stack)
-    _check_eqn(eqn, _scope(where, scopes), names, owners)
+    _check_eqn(eqn, scope(where, scopes), names, owners)
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       n_in = len(sub.invars)
       flags = (hot[-n_in:] if n_in <= len(hot) else [any(hot)] * n_in)

@@ -1,14 +1,16 @@
-"""A Flax CNN's layer graph, found by tracing it once at probe widths.
+"""A Flax CNN's layer graph, found by tracing it at probe widths.
 
 `trace(module, probes, resolution)` initialises `module` abstractly (no
 arithmetic: `jax.make_jaxpr` over `module.init_with_output`, on a 2 x
 resolution x resolution x 3 image) while `flax.linen.intercept_methods`
 records every `nn.Conv`, `nn.Dense` and `nn.BatchNorm` call: its module
 path, input and output shapes and attributes. `module` was built at *probe
-widths*: one distinct channel count per group, none equal to the image's 3
-channels or to `CLASSES_PROBE`, the probe number of classes. So every
-channel count in the trace names its group, and the trace gives
-(`Trace.layers`, the records of `graph.Layer`):
+widths* (`probe_widths`): channel counts from 1009 up, none equal to the
+image's 3 channels or to `CLASSES_PROBE`, the probe number of classes, equal
+for two groups only where their real widths are equal, each a `Probe` that
+names its group. So a layer's output group is the `Probe` of its features,
+and its input group is found by following the tensors through the jaxpr
+(`trace_labels.Labels`). The trace gives (`Trace.layers`, records of `graph.Layer`):
 
 * every conv and dense layer: input group (None: the image's 3 channels),
   output group (None: the logits), kernel, stride, depthwise (a
@@ -17,27 +19,25 @@ channel count in the trace names its group, and the trace gives
 * every BatchNorm and the group it normalizes: attached to the conv or dense
   layer whose output it reads directly (`Layer.bn`), or else a layer of kind
   'bn' of its own (no weights, no MACs; e.g. a pre-activation BN);
-* the groups that meet in an elementwise op (a residual add): tensors of two
-  different groups have different probe widths, so combining them fails
-  inside the trace, and the failure is reported as an `ArchError` naming the
-  module and both groups. What traces is therefore only ever a group added
-  to itself: a registered network has no ties between groups.
+* `Trace.ties`: pairs of groups added in an elementwise op (a residual add
+  of equal widths: ResNet's identity shortcut), which must keep one width.
+  Groups of different widths cannot be added; that fails inside the trace
+  and is reported as an `ArchError` naming the module and both groups.
 
 What the layer list cannot express is refused while tracing, with an
 `ArchError` naming the module, the user's source line and the group
 (`trace_checks`): a conv whose feature count is no group's probe width (a
 hard-coded or derived width), a grouped conv, a reshape, transpose, slice,
 pad or concatenation that does not keep a group's channel axis whole as the
-last axis (flattening before a dense layer, channel shuffles, concatenated
-groups, whose widths would add), a convolution or matmul outside `nn.Conv`
-/ `nn.Dense`, a weight-shared module, and parameters outside those three
-layer types (which the cost would miss).
+last axis, a convolution or matmul outside `nn.Conv` / `nn.Dense`, a
+weight-shared module, and parameters outside those three layer types.
 
-`Trace.masked` maps the module path of every Conv, Dense and BatchNorm whose
-output is a group to that group: AutoSlim's masks multiply those outputs
-(`models.CustomNet`). `Trace.at(widths, num_classes)` substitutes real
-widths into the layers. The structure of a network must not depend on its
-widths (the trace is taken at the probe widths only).
+`Trace.masked` maps the module path of every layer whose output is a
+group's tensor (a BatchNorm, or a conv or dense layer no BatchNorm reads) to
+that group: AutoSlim's masks multiply those outputs (`models.Net`).
+`Trace.at(widths, num_classes)` substitutes real widths into the layers.
+A network's structure may depend on which of its widths are equal and on
+their order (the probes keep both), nothing else.
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from wt_jax import trace_checks
+from wt_jax import trace_labels
 from wt_jax.errors import ArchError
 from wt_jax.graph import Layer
 from wt_jax.trace_checks import ProbeNames
@@ -59,9 +60,34 @@ CLASSES_PROBE = 997  # the number of classes the trace runs with
 _FIRST_PROBE = 1009
 
 
-def probe_widths(names) -> dict[str, int]:
-  """One distinct channel count per group name (odd numbers from 1009)."""
-  return {n: _FIRST_PROBE + 2 * i for i, n in enumerate(names)}
+class Probe(int):
+  """A probe channel count that knows its group (`features=widths[g]`)."""
+
+  def __new__(cls, value: int, group: str):
+    self = super().__new__(cls, value)
+    self.group = group
+    return self
+
+  def __reduce__(self):
+    return (Probe, (int(self), self.group))
+
+
+def probe_widths(names, values=None) -> dict[str, int]:
+  """Probe channel counts (odd numbers from 1009), one per group name.
+
+  With `values` (the real widths, in `names` order), groups of equal width
+  share one probe and the probes keep the widths' order, so a network whose
+  structure depends on comparing its widths (ResNet's projection shortcut
+  where a block's input and stream widths differ) has at the probes the
+  structure it has at `values`. Each probe is a `Probe` naming its group.
+  """
+  names = list(names)
+  if values is None:
+    values = range(len(names))
+  values = [int(v) for v in values]
+  rank = {v: i for i, v in enumerate(sorted(set(values)))}
+  return {n: Probe(_FIRST_PROBE + 2 * rank[v], n)
+          for n, v in zip(names, values)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +96,8 @@ class Trace:
   layers: tuple[Layer, ...]
   masked: tuple[tuple[tuple[str, ...], str], ...]  # (module path, group)
   probes: tuple[tuple[str, int], ...]
+  # Pairs of distinct groups (network order) added in an elementwise op.
+  ties: tuple[tuple[str, str], ...] = ()
 
   def at(self, widths: Mapping[str, int], num_classes: int
          ) -> tuple[Layer, ...]:
@@ -172,12 +200,18 @@ def _spatial(shape, call: _Call) -> int:
 class _Groups:
   """Group of a layer's input and output channels (ArchError if none)."""
 
-  def __init__(self, names: ProbeNames):
+  def __init__(self, names: ProbeNames, labels: Optional[trace_labels.Labels] = None):
     self.names = names
+    self.labels = labels
 
   def input(self, c: int, call: _Call) -> Optional[str]:
-    if c in self.names.group:
-      return self.names.group[c]
+    if self.labels is not None:
+      found = (self.labels.bn if call.kind == 'bn' else
+               self.labels.inputs).get(call.path)
+      if found is not None:
+        return found
+    if c in self.names.unique:
+      return self.names.unique[c]
     if c in (IMAGE_CHANNELS, CLASSES_PROBE):
       return None
     raise ArchError(
@@ -186,8 +220,11 @@ class _Groups:
         'channel axis before it?)')
 
   def output(self, c: int, call: _Call) -> Optional[str]:
-    if c in self.names.group:
-      return self.names.group[c]
+    features = getattr(call.module, 'features', None)
+    if isinstance(features, Probe) and int(features) == c:
+      return features.group
+    if c in self.names.unique:
+      return self.names.unique[c]
     if c == CLASSES_PROBE and call.kind != 'bn':
       return None
     raise ArchError(
@@ -199,9 +236,8 @@ class _Groups:
 def _conv_layer(call: _Call, params, groups: _Groups) -> Layer:
   m, xs, ys = call.module, call.x.shape, call.y.shape
   kernel = _get(params, call.path)['kernel'].shape
-  fgc = int(m.feature_group_count)
   cin, cout = int(xs[-1]), int(ys[-1])
-  kind = 'conv' if fgc == 1 else 'depthwise'  # check_conv_groups ran
+  kind = 'conv' if int(m.feature_group_count) == 1 else 'depthwise'
   strides = m.strides if m.strides is not None else 1
   strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
   return Layer(
@@ -228,12 +264,19 @@ def _bn_group(call: _Call, groups: _Groups) -> str:
         f'BatchNorm {label(call.path)}: supported is the default '
         'BatchNorm (axis=-1, use_scale=True, use_bias=True); MorphNet reads '
         'its scales')
-  return groups.output(int(call.x.shape[-1]), call)
+  group = groups.input(int(call.x.shape[-1]), call)
+  if group is None:
+    raise ArchError(f'BatchNorm {label(call.path)} normalizes '
+                    f'{int(call.x.shape[-1])} channels, which is no group')
+  return group
 
 
-def _layers(calls, params, names: ProbeNames) -> tuple[list[Layer], dict]:
-  """The layer list (BNs attached) and {module path: output group}."""
-  groups = _Groups(names)
+def _layers(calls, params, groups: _Groups) -> tuple[list[Layer], dict]:
+  """The layer list (BNs attached) and {module path: masked group}.
+
+  A layer's output is masked where it is a group's tensor: a BN's output,
+  and a conv or dense output that no BN reads directly.
+  """
   out: list[Layer] = []
   producer: dict[int, int] = {}  # id(output tracer) -> index in `out`
   masked = {}
@@ -243,6 +286,7 @@ def _layers(calls, params, names: ProbeNames) -> tuple[list[Layer], dict]:
       i = producer.pop(id(call.x), None)
       if i is not None and out[i].bn is None:
         out[i] = dataclasses.replace(out[i], bn=call.path)
+        masked.pop(out[i].path, None)
       else:
         c, size = int(call.x.shape[-1]), _spatial(call.x.shape, call)
         out.append(Layer('/'.join(call.path), 'bn', 0, 1, c, c, size, size,
@@ -272,11 +316,18 @@ def trace(module: nn.Module, probes: Mapping[str, int], resolution: int
                              owners, scopes)
   params = variables.get('params', {})
   trace_checks.check_params(calls, params, names)
-  layers, masked = _layers(calls, params, names)
+  plain = _Groups(names)
+  out_groups = {c.path: plain.output(int(c.y.shape[-1]), c) for c in calls
+                if c.kind != 'bn'}
+  labels = trace_labels.Labels(names, owners, scopes, out_groups)
+  labels.walk(jaxpr.jaxpr, {}, set(jaxpr.jaxpr.invars))
+  layers, masked = _layers(calls, params, _Groups(names, labels))
   trace_checks.check_coverage(layers, probes)
   shape = tuple(getattr(logits, 'shape', ()))
   if shape != (2, CLASSES_PROBE):
     raise ArchError(f'the network returns shape {shape} on a batch of 2; '
                     'expected (batch, num_classes) logits')
+  order = names.order
+  ties = tuple(sorted(labels.ties, key=lambda t: (order[t[1]], order[t[0]])))
   return Trace(tuple(layers), tuple(masked.items()),
-               tuple((n, int(v)) for n, v in probes.items()))
+               tuple((n, int(v)) for n, v in probes.items()), ties)

@@ -35,14 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wt_jax import models
+from wt_jax import families
 from wt_jax.autoslim.space import SlimSpace
 from wt_jax.train import recalibration
 from wt_jax.train import sharding
 
 # recalibration reads a batch's statistics back from the running averages
 # updated from zeros; tests/test_autoslim.py checks it.
-BN_MOMENTUM = models.BN_MOMENTUM
+BN_MOMENTUM = families.BN_MOMENTUM
 
 
 def _calibration_fn(model, space: SlimSpace):

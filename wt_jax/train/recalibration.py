@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wt_jax import data
-from wt_jax import models
+from wt_jax import families
 from wt_jax.train import batches
 from wt_jax.train import evaluator
 from wt_jax.train import sharding
@@ -43,7 +43,7 @@ def batch_statistics(model, params, like, images,
   zeros = jax.tree.map(jnp.zeros_like, like)
   _, new = model.apply({'params': params, 'batch_stats': zeros}, images,
                        train=True, masks=masks, mutable=['batch_stats'])
-  scale = 1.0 / (1.0 - models.BN_MOMENTUM)
+  scale = 1.0 / (1.0 - families.BN_MOMENTUM)
   return jax.tree.map(lambda s: s * scale, new['batch_stats'])
 
 
