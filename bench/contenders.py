@@ -130,7 +130,7 @@ def _hooks(widths, extra_loss_kind, loss_kind):
   if extra_loss_kind == 'morphnet':
     from wt_jax import morphnet  # pylint: disable=g-import-not-at-top
     structure = morphnet.make_structure(widths, RESOLUTION, NUM_CLASSES)
-    strength = morphnet.auto_strength(widths, RESOLUTION, NUM_CLASSES, 1.0)
+    strength = morphnet.auto_strength(structure, 1.0)
     extra_loss = morphnet.make_extra_loss(structure, strength)
   if loss_kind == 'autoslim':
     from wt_jax import autoslim  # pylint: disable=g-import-not-at-top

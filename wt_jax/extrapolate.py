@@ -116,6 +116,9 @@ class FlopsMatch:
   macs: int
   target_macs: int
   scale: float  # the global multiplier found by bisection
+  # `extrapolate`: the per-group multipliers (dimension and depth matched)
+  # that FLOPs matching started from, in the original's group order.
+  multipliers: tuple[float, ...] = ()
 
   @property
   def ratio(self) -> float:
@@ -195,5 +198,6 @@ def extrapolate(optimized: Widths, projected_uniform: Widths,
   mults = depth_match(mults, projected_uniform, original_uniform, rule)
   values = apply_multipliers(mults, original_uniform)
   target = target_macs or cost.macs(original_uniform, resolution, num_classes)
-  return flops_match(original_uniform, target, resolution, num_classes,
-                     values=values, divisor=divisor, min_width=min_width)
+  match = flops_match(original_uniform, target, resolution, num_classes,
+                      values=values, divisor=divisor, min_width=min_width)
+  return dataclasses.replace(match, multipliers=tuple(mults.tolist()))

@@ -71,6 +71,11 @@ class Structure:
   def unit_of(self, group: str) -> int:
     return self.graph.unit_index(group)
 
+  @property
+  def macs(self) -> int:
+    """The MACs of `widths` (`cost.macs`, from this graph)."""
+    return cost.Cost(self.graph, self.widths.values).macs
+
 
 def make_structure(widths: Widths, resolution: int,
                    num_classes: int) -> Structure:
@@ -180,14 +185,13 @@ def validate(config) -> None:
            note='0: measure the deciding net on its running BN averages')
 
 
-def auto_strength(widths: Widths, resolution: int, num_classes: int,
-                  knob: float) -> float:
+def auto_strength(structure: Structure, knob: float) -> float:
   """MorphNet's advice: strength ~ knob / the network's initial cost.
 
   With every gamma at its init of 1, the term is about twice the MACs, so
   `strength * term` starts near `2 * knob`, beside a cross-entropy of ~2.3.
   """
-  return float(knob) / cost.macs(widths, resolution, num_classes)
+  return float(knob) / structure.macs
 
 
 def structure_learning_train_config(config):
@@ -215,7 +219,7 @@ class _Exporter:
     self.problem = problem
     self.threshold = float(mc.threshold)
     self.min_width = int(mc.min_width)
-    self.start_macs = self.macs(problem.widths)
+    self.start_macs = structure.macs
     self.stop_macs = (float(mc.shrink_to) * self.start_macs
                       if mc.shrink_to > 0 else -1)
     self.average_last = max(1, int(mc.average_last))
@@ -293,8 +297,7 @@ def optimize(config, problem: Problem, workdir: str
   mc = config.morphnet
   res, classes = problem.resolution, problem.num_classes
   structure = make_structure(problem.widths, res, classes)
-  strength = float(mc.strength) or auto_strength(problem.widths, res, classes,
-                                                 mc.strength_knob)
+  strength = float(mc.strength) or auto_strength(structure, mc.strength_knob)
   export = _Exporter(structure, problem, mc, workdir)
   logging.info('MorphNet: strength %.4g (%s), threshold %g, start %d MACs, '
                'stop at %s MACs.', strength,

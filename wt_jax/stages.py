@@ -29,6 +29,7 @@ import dataclasses
 from typing import Any, Callable, Optional
 
 import jax
+import numpy as np
 
 from wt_jax import cost
 from wt_jax import extrapolate
@@ -145,14 +146,11 @@ def transfer(r: Run) -> str:
       opt, proj.widths, orig.widths, rule=t.stacking,
       target_macs=int(t.target_macs), resolution=orig.resolution,
       num_classes=orig.num_classes, divisor=t.divisor, min_width=t.min_width)
-  mults = extrapolate.depth_match(
-      extrapolate.dimension_match(opt, proj.widths), proj.widths, orig.widths,
-      t.stacking)
   r.save_widths('transferred', match.widths, macs=match.macs,
                 target_macs=match.target_macs, scale=match.scale,
                 stacking=t.stacking,
-                multipliers=dict(zip(orig.widths.names,
-                                     mults.round(6).tolist())))
+                multipliers=dict(zip(orig.widths.names, np.round(
+                    match.multipliers, 6).tolist())))
   return (f'{cost.human(match.macs)} MACs (target '
           f'{cost.human(match.target_macs)})')
 
