@@ -67,6 +67,25 @@ def number(path: str, value: Any, lo=None, hi=None, *, lo_open: bool = False,
   return value
 
 
+def batch_size(path: str, value: Any, *, devices: Optional[int] = None,
+               processes: Optional[int] = None,
+               error: Type[Exception] = ConfigError) -> int:
+  """The batch size rule, for every batch size (`config.train.batch_size`
+  and `eval_batch_size`, `data.make_dataset`'s): a positive integer that
+  splits evenly over the `devices` and `processes` given (those the batch
+  is split over; none: only a positive integer, as the config is checked
+  before any device is known)."""
+  over = [f'{name} ({n})' for name, n in (('devices', devices),
+                                           ('processes', processes)) if n]
+  ok = is_integer(value) and value >= 1 and not any(
+      value % int(n) for n in (devices, processes) if n)
+  if not ok:
+    fail(path, value, ('a positive multiple of the number of ' +
+                       ' and '.join(over)) if over else 'an integer >= 1',
+         error)
+  return value
+
+
 def _leaves(node: Any, path: str):
   if hasattr(node, 'items'):
     for key, value in node.items():
@@ -136,6 +155,10 @@ class Fields:
     return number(self.path(field), self.value(field), lo, hi,
                   lo_open=lo_open, hi_open=hi_open, integer=integer,
                   note=note, error=self.error)
+
+  def batch_size(self, field: str) -> int:
+    """A batch size (`batch_size`: a positive integer)."""
+    return batch_size(self.path(field), self.value(field), error=self.error)
 
   def training_length(self, epochs: str = 'epochs',
                       steps: str = 'num_steps') -> None:

@@ -156,10 +156,8 @@ def _check_arguments(split, batch_size, process_index, process_count,
           0 <= process_index < process_count):
     fail('process_index', process_index,
          f'an integer in [0, process_count={process_count})')
-  if not validation.is_integer(batch_size) or batch_size < process_count or (
-      batch_size % process_count):
-    fail('batch_size', batch_size,
-         f'a positive multiple of process_count={process_count}')
+  validation.batch_size('batch_size', batch_size, processes=process_count,
+                        error=DataError)
   if num_epochs is not None and not (validation.is_integer(num_epochs) and
                                      num_epochs >= 1):
     fail('num_epochs', num_epochs, 'None or an integer >= 1')

@@ -36,13 +36,15 @@ Modules, in the order a run uses them:
 | `recipe` | SGD, weight decay, learning rate schedule, default loss, dtype |
 | `step` | `TrainState` and `TrainStep` (init, jitted step, NaN record) |
 | `batches` | the data order: batches of each step, per process |
+| `length` | how long a run is: steps per epoch, total steps |
+| `plan` | a run's batch sizes, steps, and when to log, evaluate, save |
 | `evaluator` | the eval step and the evaluation over a split |
 | `checkpoints` | structure check, restore or init, save (orbax) |
 | `recalibration` | exact BN statistics for the current weights |
 | `records` | metrics.jsonl, TensorBoard scalars, progress lines |
 | `paths` | file names in the workdir |
-| `loop` | `train_and_evaluate`: set-up, then the `for step` loop |
-| `seeds` | `train_and_evaluate_seeds`: several seeds in one program |
+| `loop` | `train_and_evaluate`: set-up, then the one `for step` loop |
+| `seeds` | `train_and_evaluate_seeds`: the loop over `SeedsStep` (vmapped) |
 """
 from wt_jax.errors import CheckpointMismatchError
 from wt_jax.errors import NonFiniteLossError
@@ -94,7 +96,8 @@ __all__ = [
     'learning_rate_schedule', 'local_train_batches', 'make_mesh', 'make_sgd',
     'maybe_initialize_distributed', 'peak_learning_rate', 'recalibrate',
     'replicate',
-    'replicated', 'SeedsStep', 'seeds_batch_sharding', 'state_structure', 'steps_per_epoch',
+    'replicated', 'SeedsStep', 'seeds_batch_sharding', 'state_structure',
+    'steps_per_epoch',
     'to_host', 'train_and_evaluate', 'train_and_evaluate_seeds', 'validate',
     'weight_decay_mask',
 ]

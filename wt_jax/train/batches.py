@@ -21,19 +21,8 @@ import jax
 import numpy as np
 
 from wt_jax import data
-from wt_jax import validation
 from wt_jax.train.sharding import global_batch
 from wt_jax.train.sharding import seeds_batch_sharding
-
-
-def check_batch_size(name: str, value: int, num_devices: int,
-                     process_count: int) -> int:
-  """`config.train.<name>`, a positive multiple of devices and processes."""
-  if value < 1 or value % num_devices or value % process_count:
-    validation.fail(f'config.train.{name}', value,
-                    'a positive multiple of the number of devices '
-                    f'({num_devices}) and processes ({process_count})')
-  return value
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -329,16 +329,3 @@ class Checkpoints:
 def for_workdir(workdir: Optional[str], keep: int) -> Optional[Checkpoints]:
   """The `Checkpoints` of `workdir`; None without a workdir."""
   return Checkpoints(workdir, keep) if workdir else None
-
-
-def restore_or_init(ckpts: Optional[Checkpoints], train_step, widths: Widths,
-                    num_classes: int) -> tuple[Any, Progress]:
-  """The state to start from: the latest checkpoint of this run's structure,
-  or `train_step.init()` (always without checkpoints, `ckpts` None)."""
-  state, progress = None, Progress()
-  if ckpts is not None:
-    state, progress = ckpts.restore(train_step.abstract_state, state_structure(
-        widths, num_classes, train_step.abstract_state))
-  if state is None:
-    state = train_step.init()
-  return state, progress

@@ -5,7 +5,8 @@ batch's masked counts to running sums; `evaluate(...)` runs it over every
 batch of a split (each process its own block), so every example is counted
 exactly once (the last batch is padded and masked by `data.make_dataset`).
 `Evaluator(model, mesh, data_config, split, batch_size)` binds them for one
-run: `evaluator(state) -> metrics`.
+run: `evaluator(state) -> metrics` (`evaluator.each(state)`: a list, one
+per seed of the state).
 """
 from __future__ import annotations
 
@@ -100,3 +101,8 @@ class Evaluator:
   def __call__(self, state):
     return evaluate(self.step, self.mesh, state, self.data_config, self.split,
                     eval_batch_size=self.batch_size, seeds=self.seeds)
+
+  def each(self, state) -> list[dict[str, float]]:
+    """Per seed of `state` (one without `seeds`), its metrics."""
+    metrics = self(state)
+    return metrics if self.seeds else [metrics]

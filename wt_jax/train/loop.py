@@ -8,6 +8,17 @@ train metrics (and the sums reset); at eval steps an evaluation; the
 callback; at checkpoint steps a save. After the last step: the non-finite
 check, the final evaluation and the 'final' record.
 
+One loop, over a step object
+----------------------------
+`Program.train` is that loop for one seed or several: its step object is
+the plain `TrainStep` (`train_and_evaluate`), or a `seeds.SeedsStep`, the
+step vmapped over a seed axis of the state
+(`seeds.train_and_evaluate_seeds`). The step object says what a state is
+per seed (`stack`, `unstack`, `seed_means`); the `Program` holds one
+workdir per seed, and the loop keeps per seed its checkpoints, records and
+`Progress`, each in the single-seed format (either mode resumes the
+other's).
+
 Callback
 --------
 `callback(step, state) -> dict | None` runs on the host every
@@ -31,22 +42,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from absl import logging
 import jax
+import numpy as np
 
 from wt_jax import console
 from wt_jax import cost
 from wt_jax import data
 from wt_jax import models
-from wt_jax import validation
 from wt_jax.train import batches
 from wt_jax.train import checkpoints
 from wt_jax.train import evaluator
 from wt_jax.train import recipe
 from wt_jax.train import records
+from wt_jax.train.plan import Plan
 from wt_jax.train.sharding import make_mesh
 from wt_jax.train.sharding import to_host
 from wt_jax.train.step import ExtraLoss
@@ -57,54 +70,6 @@ from wt_jax.train.step import TrainStep
 from wt_jax.widths import Widths
 
 Callback = Callable[[int, TrainState], Optional[dict]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-  """The numbers of one run: batch sizes, steps, and what happens when."""
-  batch_size: int
-  eval_batch_size: int
-  steps_per_epoch: int
-  total_steps: int
-  log_every: int
-  eval_every: int
-  checkpoint_every: int
-  callback_every: int
-
-  @classmethod
-  def create(cls, train_config, num_train: int, num_devices: int,
-             callback_every: int) -> 'Plan':
-    pcount = jax.process_count()
-    batch_size = batches.check_batch_size(
-        'batch_size', int(train_config.batch_size), num_devices, pcount)
-    eval_batch_size = batches.check_batch_size(
-        'eval_batch_size', int(train_config.eval_batch_size), num_devices,
-        pcount)
-    per_epoch = batches.steps_per_epoch(num_train, batch_size, pcount)
-    if per_epoch < 1:
-      validation.fail('config.train.batch_size', batch_size,
-                      f'at most the training split ({num_train} examples)')
-    return cls(batch_size=batch_size, eval_batch_size=eval_batch_size,
-               steps_per_epoch=per_epoch,
-               total_steps=recipe.num_train_steps(train_config, per_epoch),
-               log_every=max(1, int(train_config.log_every)),
-               eval_every=int(train_config.eval_every),
-               checkpoint_every=int(train_config.checkpoint_every),
-               callback_every=int(callback_every))
-
-  def is_log(self, step: int, is_last: bool) -> bool:
-    return step % self.log_every == 0 or is_last
-
-  def is_eval(self, step: int, is_last: bool) -> bool:
-    return self.eval_every > 0 and step % self.eval_every == 0 and not is_last
-
-  def is_callback(self, step: int, is_last: bool) -> bool:
-    return is_last or (self.callback_every > 0 and
-                       step % self.callback_every == 0)
-
-  def is_checkpoint(self, step: int, is_last: bool, stopped: bool) -> bool:
-    return is_last or stopped or (self.checkpoint_every > 0 and
-                                  step % self.checkpoint_every == 0)
 
 
 def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
@@ -134,44 +99,13 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
       config, widths, data_config, train_config, seed, callback_every,
       loss_fn=loss_fn, extra_loss=extra_loss, extra_params=extra_params)
   model, mesh = train_step.model, train_step.mesh
-  ckpts = checkpoints.for_workdir(workdir,
-                                  train_step.train_config.keep_checkpoints)
-  state, progress = checkpoints.restore_or_init(ckpts, train_step, widths,
-                                                info.num_classes)
-  start_step = int(to_host(state.step))
-  last_step = last_step_of(start_step, plan.total_steps,
-                           progress.stopped_early)
-  records.log_start(widths, plan, mesh.size, train_step.abstract_state.params)
-  evaluate = evaluator.Evaluator(model, mesh, data_config, eval_split,
-                                 plan.eval_batch_size)
-  inputs = batches.device_batches(mesh, data_config, plan.batch_size, seed,
-                                  start_step)
-  setup_s = time.perf_counter() - t_enter
-  clock = records.Clock(start_step, plan.batch_size)
-  bar = console.Progress(plan.total_steps, start_step)
-  with contextlib.closing(records.Records(workdir, start_step)) as writer, \
-      contextlib.closing(bar):
-    loop = _Loop(train_step, plan, ckpts, evaluate, writer, clock, bar,
-                 callback, eval_split)
-    with ckpts or contextlib.nullcontext():
-      state = loop.run(state, progress, inputs, start_step, last_step)
-      clock.stop()
-      if ckpts:
-        # The last save commits before the final evaluation reads data:
-        # under tfds.testing.mock_data an overlapping evaluation made orbax
-        # lose that checkpoint's array metadata.
-        ckpts.wait()
-      with clock.part('eval'):
-        results = _after_last_step(
-            state, train_step, evaluate,
-            callback if last_step <= start_step else None)
-    if ckpts:  # the wait for the last (asynchronous) save
-      clock.parts['checkpoint'] += ckpts.close_seconds
-    final = final_metrics(results, eval_split, progress, widths, info,
-                           train_step, int(to_host(state.step)), clock)
-    final['time_parts'] = clock.time_parts(setup_s)
-    writer.write('final', final['steps'], final)
-  records.log_final(final)
+  program = Program(
+      train_step, train_step, plan, (workdir,),
+      evaluator.Evaluator(model, mesh, data_config, eval_split,
+                          plan.eval_batch_size),
+      functools.partial(batches.device_batches, mesh, data_config,
+                        plan.batch_size, seed), eval_split, callback)
+  (final,) = program.train(widths, info, t_enter)
   return final
 
 
@@ -194,56 +128,218 @@ def build(config, widths: Widths, data_config, train_config, seed: int,
   return info, plan, train_step
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+  """What one loop trains: the seeds of `step_fn`, one workdir each.
+
+  `step_fn` is the step object: `base` itself (one seed), or a
+  `seeds.SeedsStep` of `base` (several seeds stacked in one state). Besides
+  `__call__`, `reset_sums`, `check_finite` and `init`, the loop uses its
+  view of a state as seeds: `stack` (restored single-seed states -> the
+  state), `unstack` (-> the state a seed's checkpoint holds), `seed_means`
+  (each seed's train metrics). `evaluate.each` gives each seed's eval
+  metrics; `batches(start_step)` the device batches from that step on;
+  `callback` (one seed only) as in the module docstring; `final_extra` is
+  added to each seed's final metrics.
+  """
+  base: TrainStep
+  step_fn: Any
+  plan: Plan
+  workdirs: Sequence[Optional[str]]
+  evaluate: evaluator.Evaluator
+  batches: Callable[[int], Iterator[dict]]
+  eval_split: str = 'test'
+  callback: Optional[Callback] = None
+  final_extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def train(self, widths: Widths, info,
+            t_enter: float) -> Optional[list[dict[str, Any]]]:
+    """Each seed's final metrics (`info`: the data's `dataset_info`;
+    `t_enter`: when set-up began); None (nothing trained) when the seeds'
+    checkpoints are not all at the same step."""
+    plan = self.plan
+    ckpts = [checkpoints.for_workdir(w, self.base.train_config.keep_checkpoints)
+             for w in self.workdirs]
+    restored = restore(ckpts, self.step_fn, self.base, widths,
+                       info.num_classes)
+    if restored is None:
+      return None
+    state, progress, start_step = restored
+    last_step = last_step_of(start_step, plan.total_steps,
+                             all(p.stopped_early for p in progress))
+    records.log_start(widths, plan, self.base.mesh.size,
+                      self.base.abstract_state.params)
+    inputs = self.batches(start_step)
+    setup_s = time.perf_counter() - t_enter
+    clock = records.Clock(start_step, plan.batch_size * len(self.workdirs))
+    with contextlib.ExitStack() as stack:
+      writers = [stack.enter_context(contextlib.closing(
+          records.Records(w, start_step))) for w in self.workdirs]
+      bar = stack.enter_context(contextlib.closing(
+          console.Progress(plan.total_steps, start_step)))
+      loop = _Loop(self, ckpts, writers, clock, bar, progress)
+      state, results = loop.run_and_evaluate(state, start_step, last_step,
+                                             inputs)
+      finals = loop.finals(results, widths, info,
+                           [int(s) for s in np.ravel(to_host(state.step))],
+                           setup_s)
+    for final in finals:
+      records.log_final(final)
+    return finals
+
+
+def restore(ckpts: Sequence[Optional[checkpoints.Checkpoints]], step_fn,
+            base: TrainStep, widths: Widths, num_classes: int):
+  """(the state, each seed's `Progress`, the start step): every seed's
+  latest intact checkpoint (`step_fn.stack`), or `step_fn.init()`; None
+  (the managers closed) when the seeds are not all at the same step."""
+  structure = checkpoints.state_structure(widths, num_classes,
+                                          base.abstract_state)
+  restored = [c.restore(base.abstract_state, structure) if c else
+              (None, checkpoints.Progress()) for c in ckpts]
+  states = [s for s, _ in restored]
+  steps = sorted({int(to_host(s.step)) if s is not None else 0
+                  for s in states})
+  if len(steps) > 1:  # (a fresh seed counts as step 0)
+    for c in ckpts:
+      if c:
+        c.close()
+    logging.warning('The seeds\' checkpoints are at different steps (%s): '
+                    'training them one by one.', steps)
+    return None
+  state = step_fn.init() if states[0] is None else step_fn.stack(states)
+  return state, [p for _, p in restored], steps[0]
+
+
 @dataclasses.dataclass
 class _Loop:
-  """The `for step` loop of one run, and what its body uses."""
-  train_step: TrainStep
-  plan: Plan
-  ckpts: Optional[checkpoints.Checkpoints]
-  evaluate: evaluator.Evaluator
-  writer: records.Records
+  """The `for step` loop of a `Program`, and what its body uses (per seed:
+  `ckpts`, `writers`, `progress`)."""
+  program: Program
+  ckpts: list
+  writers: list
   clock: records.Clock
   bar: console.Progress
-  callback: Optional[Callback]
-  eval_split: str
+  progress: list
 
-  def log_train(self, state, step):
-    return _log_train(self.train_step, self.writer, self.clock, self.bar,
-                      state, step)
+  def run_and_evaluate(self, state: TrainState, start_step: int,
+                       last_step: int, inputs):
+    """(the state after `run`, each seed's final evaluation), the
+    checkpoints closed (their wait timed as checkpointing)."""
+    ckpts = [c for c in self.ckpts if c]
+    with contextlib.ExitStack() as saving:
+      for c in ckpts:
+        saving.enter_context(c)
+      state = self.run(state, inputs, start_step, last_step)
+      self.clock.stop()
+      for c in ckpts:
+        # The last save commits before the final evaluation reads data:
+        # under tfds.testing.mock_data an overlapping evaluation made orbax
+        # lose that checkpoint's array metadata.
+        c.wait()
+      with self.clock.part('eval'):
+        results = self.after_last_step(
+            state, trained=last_step > start_step)
+    for c in ckpts:  # the wait for the last (asynchronous) save
+      self.clock.parts['checkpoint'] += c.close_seconds
+    return state, results
 
-  def run(self, state: TrainState, progress: checkpoints.Progress, inputs,
-          start_step: int, last_step: int) -> TrainState:
+  def run(self, state: TrainState, inputs, start_step: int,
+          last_step: int) -> TrainState:
     """Steps start_step + 1 .. last_step (fewer if the callback stops)."""
-    plan, step = self.plan, start_step
+    p, plan, step = self.program, self.program.plan, start_step
     try:
       for step in range(start_step + 1, last_step + 1):
         with self.clock.part('first_step', when=step == start_step + 1):
-          state = self.train_step(state, next(inputs))
-        progress.examples_seen += plan.batch_size
-        is_last = step == last_step
+          state = p.step_fn(state, next(inputs))
+        for progress in self.progress:
+          progress.examples_seen += plan.batch_size
+        is_last, stopped = step == last_step, False
         if logged := plan.is_log(step, is_last):
-          state, progress.last_train = self.log_train(state, step)
+          state = self.log_train(state, step)
         if plan.is_eval(step, is_last):
           with self.clock.paused():
-            self.writer.write('eval', step, self.evaluate(state),
-                              prefix=self.eval_split)
-        if self.callback is not None and plan.is_callback(step, is_last):
-          progress.stopped_early = _call_back(self.callback, step, state,
-                                              self.writer)
-          if progress.stopped_early and not logged:
-            state, progress.last_train = self.log_train(state, step)
-        if self.ckpts and plan.is_checkpoint(step, is_last,
-                                             progress.stopped_early):
-          self.train_step.check_finite(state, step)
-          with self.clock.part('checkpoint'):
-            self.ckpts.save(step, state, progress, self.clock.loop_seconds())
-        if progress.stopped_early:
+            for writer, metrics in zip(self.writers, p.evaluate.each(state)):
+              writer.write('eval', step, metrics, prefix=p.eval_split)
+        if p.callback is not None and plan.is_callback(step, is_last):
+          stopped = self.call_back(step, state)
+          if stopped and not logged:
+            state = self.log_train(state, step)
+        if any(self.ckpts) and plan.is_checkpoint(step, is_last, stopped):
+          self.save(state, step)
+        if stopped:
           logging.info('Stopped at step %d by the callback.', step)
           break
     except KeyboardInterrupt as e:
       e.wt_jax_step = step  # for the CLI's one-line message
       raise
     return state
+
+  def log_train(self, state: TrainState, step: int) -> TrainState:
+    """Each seed's means since the last log step; the sums reset."""
+    step_fn = self.program.step_fn
+    step_fn.check_finite(state, step)
+    means = step_fn.seed_means(state)
+    img_s, per_step_s = self.clock.lap(step)
+    lr = float(self.program.base.schedule(step - 1))
+    for writer, progress, train in zip(self.writers, self.progress, means):
+      writer.write('train', step, {**train, 'lr': lr,
+                                   'img_per_s': img_s / len(means)})
+      progress.last_train = train
+    loss = float(np.mean([m['train_loss'] for m in means]))
+    records.log_train(step, self.program.plan.total_steps, loss, lr, img_s,
+                      per_step_s)
+    self.bar.update(step, {'loss': loss, 'img/s': img_s})
+    self.clock.start_lap(step)
+    return step_fn.reset_sums(state)
+
+  def call_back(self, step: int, state: TrainState) -> bool:
+    """Runs the callback (one seed) and records what it returns; True: stop
+    training."""
+    (writer,), (progress,) = self.writers, self.progress
+    extra = self.program.callback(step, state) or {}
+    if extra:
+      writer.write('callback', step, extra)
+    progress.stopped_early = bool(extra.get('stop_training', False))
+    return progress.stopped_early
+
+  def save(self, state: TrainState, step: int) -> None:
+    """Each seed's checkpoint (a single-seed state), after the non-finite
+    check."""
+    step_fn = self.program.step_fn
+    step_fn.check_finite(state, step)
+    with self.clock.part('checkpoint'):
+      for i, c in enumerate(self.ckpts):
+        if c:
+          c.save(step, step_fn.unstack(state, i), self.progress[i],
+                 self.clock.loop_seconds())
+
+  def after_last_step(self, state: TrainState,
+                      trained: bool) -> list[dict[str, float]]:
+    """The final non-finite check, the callback (when this run trained no
+    step: it resumed a finished run) and each seed's final evaluation."""
+    p = self.program
+    step = int(np.ravel(to_host(state.step))[0])
+    p.step_fn.check_finite(state, step)
+    if p.callback is not None and not trained:
+      extra = p.callback(step, state)
+      if extra and jax.process_index() == 0:
+        logging.info('callback at step %d: %s', step, extra)
+    return p.evaluate.each(state)
+
+  def finals(self, results, widths: Widths, info, steps_done: Sequence[int],
+             setup_s: float) -> list[dict[str, Any]]:
+    """Each seed's final metrics, recorded as 'final'."""
+    p, finals = self.program, []
+    for writer, metrics, progress, steps in zip(
+        self.writers, results, self.progress, steps_done):
+      final = final_metrics(metrics, p.eval_split, progress, widths, info,
+                            p.base, steps, self.clock)
+      final.update(p.final_extra)
+      final['time_parts'] = self.clock.time_parts(setup_s)
+      writer.write('final', final['steps'], final)
+      finals.append(final)
+    return finals
 
 
 def last_step_of(start_step: int, total_steps: int, stopped: bool) -> int:
@@ -252,45 +348,6 @@ def last_step_of(start_step: int, total_steps: int, stopped: bool) -> int:
     logging.warning('The checkpoint (step %d) is past this run\'s last step '
                     '(%d): evaluating it as it is.', start_step, total_steps)
   return start_step if stopped else total_steps
-
-
-def _log_train(train_step: TrainStep, writer: records.Records,
-               clock: records.Clock, bar: console.Progress, state: TrainState,
-               step: int) -> tuple[TrainState, dict[str, float]]:
-  """Logs the means since the last log step and resets the sums."""
-  train_step.check_finite(state, step)
-  train = train_step.mean_metrics(state)
-  img_s, per_step_s = clock.lap(step)
-  lr = float(train_step.schedule(step - 1))
-  writer.write('train', step, {**train, 'lr': lr, 'img_per_s': img_s})
-  records.log_train(step, train_step.total_steps, train['train_loss'], lr,
-                    img_s, per_step_s)
-  bar.update(step, {'loss': train['train_loss'], 'img/s': img_s})
-  clock.start_lap(step)
-  return train_step.reset_sums(state), train
-
-
-def _call_back(callback: Callback, step: int, state: TrainState,
-               writer: records.Records) -> bool:
-  """Runs the callback and records what it returns; True: stop training."""
-  extra = callback(step, state) or {}
-  if extra:
-    writer.write('callback', step, extra)
-  return bool(extra.get('stop_training', False))
-
-
-def _after_last_step(state: TrainState, train_step: TrainStep,
-                     evaluate: evaluator.Evaluator,
-                     callback: Optional[Callback]) -> dict[str, float]:
-  """The final non-finite check, `callback` (given when this run trained no
-  step: it resumed a finished run) and the final evaluation."""
-  step = int(to_host(state.step))
-  train_step.check_finite(state, step)
-  if callback is not None:
-    extra = callback(step, state)
-    if extra and jax.process_index() == 0:
-      logging.info('callback at step %d: %s', step, extra)
-  return evaluate(state)
 
 
 def final_metrics(results: dict[str, float], eval_split: str,

@@ -33,8 +33,8 @@ SCHEDULES = ('cosine', 'linear', 'constant')
 def validate(train_config) -> None:
   """Checks the `config.train` block; raises ConfigError naming the field."""
   f = validation.Fields(train_config, 'train')
-  f.number('batch_size', 1, integer=True)
-  f.number('eval_batch_size', 1, integer=True)
+  f.batch_size('batch_size')
+  f.batch_size('eval_batch_size')
   f.training_length()
   f.number('base_lr', 0, lo_open=True)
   f.choice('schedule', SCHEDULES)

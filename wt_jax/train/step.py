@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax
 import jax
@@ -289,6 +289,24 @@ class TrainStep:
     count = max(float(sums['count']), 1.0)
     return {('train_loss' if k == 'loss' else k if k == 'extra_loss' else
              f'train_{k}'): float(sums[k]) / count for k in self.metric_names}
+
+  # The loop's view of a state as the seeds it holds (`loop.Program`): here
+  # one; `seeds.SeedsStep` the same for several seeds, stacked.
+
+  def stack(self, states: Sequence[TrainState]) -> TrainState:
+    """The state of the restored single-seed `states` (one: itself)."""
+    (state,) = states
+    return state
+
+  def unstack(self, state: TrainState, i: int) -> TrainState:
+    """The `i`-th seed's state, as its checkpoint holds it (itself)."""
+    if i:
+      raise IndexError(f'seed {i} of a one-seed state')
+    return state
+
+  def seed_means(self, state: TrainState) -> list[dict[str, float]]:
+    """Per seed, `mean_metrics` (one)."""
+    return [self.mean_metrics(state)]
 
   def check_finite(self, state: TrainState, detected_at: int) -> None:
     """Raises NonFiniteLossError if any step so far had a non-finite loss."""
