@@ -25,8 +25,8 @@ import harness as H
 import rendering as R
 # wt_jax after harness, which puts this repository first on sys.path.
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
-from wt_jax import autoslim
-from wt_jax import widths as W
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import autoslim
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 log = H.logger('autoslim_step')

@@ -128,12 +128,12 @@ def _hooks(widths, extra_loss_kind, loss_kind):
   """(extra_loss, loss_fn) of MorphNet / AutoSlim, or None."""
   extra_loss = loss_fn = None
   if extra_loss_kind == 'morphnet':
-    from wt_jax import morphnet  # pylint: disable=g-import-not-at-top
+    from wt_jax.optimizers import morphnet  # pylint: disable=g-import-not-at-top
     structure = morphnet.make_structure(widths, RESOLUTION, NUM_CLASSES)
     strength = morphnet.auto_strength(structure, 1.0)
     extra_loss = morphnet.make_extra_loss(structure, strength)
   if loss_kind == 'autoslim':
-    from wt_jax import autoslim  # pylint: disable=g-import-not-at-top
+    from wt_jax.optimizers import autoslim  # pylint: disable=g-import-not-at-top
     space = autoslim.make_space(widths, RESOLUTION, NUM_CLASSES)
     loss_fn = autoslim.make_sandwich_loss(space, num_random=2)
   return extra_loss, loss_fn
@@ -145,9 +145,9 @@ def build_ours(arch, width_mult, batch_size, dtype='float32', warmup=2,
   import jax  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top
   from wt_jax import defaults
-  from wt_jax import models
+  from wt_jax.nets import models
   from wt_jax import train
-  from wt_jax import widths as W
+  from wt_jax.nets import widths as W
   # pylint: enable=g-import-not-at-top
   widths = W.uniform(arch, width_mult)
   tc = defaults.get_config().train
@@ -218,7 +218,7 @@ def build_ref(arch, width_mult, batch_size, warmup=2, padding='SAME'):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from wt_jax import widths as W  # pylint: disable=g-import-not-at-top
+  from wt_jax.nets import widths as W  # pylint: disable=g-import-not-at-top
   widths = W.uniform(arch, width_mult)
   if widths.spec.net.family.block != 'basic':
     raise ValueError('the reference ResNet has BasicBlocks only')
@@ -258,7 +258,7 @@ def build_torch(arch, width_mult, batch_size, compile_model=False, warmup=3,
   except ImportError:
     harness.fail('torch is not installed (pip install -e .[bench], or '
                  'pip install torch==2.13.0)')
-  from wt_jax import widths as W  # pylint: disable=g-import-not-at-top
+  from wt_jax.nets import widths as W  # pylint: disable=g-import-not-at-top
   threads = threads or os.cpu_count() or 1
   torch.set_num_threads(threads)
   model = references.torch_resnet(W.uniform(arch, width_mult)).to(

@@ -38,10 +38,10 @@ import rendering as R
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 import numpy as np
 from wt_jax import defaults
-from wt_jax import dmcp
-from wt_jax import models
 from wt_jax import train
-from wt_jax import widths as W
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import dmcp
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 log = H.logger('dmcp_step')

@@ -44,7 +44,7 @@ USER_XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
 import machine
 import rendering
 import wt_jax  # pylint: disable=unused-import  # its XLA:CPU default, first
-from wt_jax import files
+from wt_jax.util import files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 YNN_FLAG = machine.YNN_FLAG

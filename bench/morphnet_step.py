@@ -12,7 +12,7 @@ r"""MorphNet: the regularized train step against the plain one; a short run.
    step-time ratio MorphNet / plain (target <= 1.05), the CPU-time ratio,
    and the compiled programs' FLOPs and bytes (noise-free).
 2. A short MorphNet run on the real CIFAR-10 JPEGs (`folder:` source,
-   unzipped to /tmp, augment 'cifar'): `wt_jax.morphnet.optimize(config, problem,
+   unzipped to /tmp, augment 'cifar'): `wt_jax.optimizers.morphnet.optimize(config, problem,
    config.data, uniform('resnet20_cifar', 1.0), tmp workdir)` with the
    defaults and at most `morphnet.num_steps` steps (default 300),
    `morphnet.shrink_to=0.5`, `morphnet.lr=0.2`, strength knob 2, exports
@@ -35,8 +35,8 @@ import rendering as R
 # wt_jax after harness, which puts this repository first on sys.path.
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 from wt_jax import defaults
-from wt_jax import morphnet
-from wt_jax import problem
+from wt_jax.optimizers import morphnet
+from wt_jax.transfer import problem
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 log = H.logger('morphnet_step')
@@ -108,7 +108,7 @@ def morphnet_run(args):
                       f'{d["strength"]:.3g}), threshold {d["threshold"]}, '
                       '`morphnet.shrink_to=0.5`, exports every '
                       f'{config.morphnet.export_every} steps',
-          'run': '`wt_jax.morphnet.optimize`, wt_jax/defaults.py otherwise'},
+          'run': '`wt_jax.optimizers.morphnet.optimize`, wt_jax/defaults.py otherwise'},
                ('setting', 'value')),
       R.facts([
           ('MACs before (uniform)', f'{start:,}'),

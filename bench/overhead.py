@@ -8,11 +8,11 @@ r"""Optimization overhead of each projection: analytic, and measured on digits.
     10% of the samples; half resolution; all four compounded)
     `projection.overhead` gives the exact optimization-cost ratio (training
     MACs per example ratio x training examples ratio, MACs from
-    `wt_jax.cost`), next to the nominal factor the paper quotes (4, 2, 10,
+    `wt_jax.nets.cost`), next to the nominal factor the paper quotes (4, 2, 10,
     4; 4 x 2 x 10 x 4 = 320), with a per-part breakdown (stem conv, residual
     body, FC) that explains the gap.
 (b) A small measured case: MorphNet structure learning
-    (`wt_jax.morphnet.optimize`) on scikit-learn's digits (source 'digits',
+    (`wt_jax.optimizers.morphnet.optimize`) on scikit-learn's digits (source 'digits',
     upsampled to 16x16 as in configs/quickstart.py) with ResNet-20, a fixed
     number of epochs (no early stop), directly and under each projection.
     The measured ratio is direct / projected wall-clock time of the training
@@ -38,13 +38,13 @@ import harness as H
 import rendering as R
 # wt_jax after harness, which puts this repository first on sys.path.
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
-from wt_jax import architectures
-from wt_jax import cost
 from wt_jax import defaults
-from wt_jax import morphnet
-from wt_jax import problem
-from wt_jax import projection
-from wt_jax import widths as W
+from wt_jax.nets import architectures
+from wt_jax.nets import cost
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import morphnet
+from wt_jax.transfer import problem
+from wt_jax.transfer import projection
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 IMAGENET_TRAIN = 1_281_167
@@ -122,7 +122,7 @@ def analytic_paper():
               f'{base["fc"] / 1e6:.3f}',
           'cost ratio': '`projection.overhead(...)["cost_ratio"]` = MACs '
                         'ratio x training examples ratio',
-          'MACs': '`wt_jax.cost` (taps in zero padding counted, as in the '
+          'MACs': '`wt_jax.nets.cost` (taps in zero padding counted, as in the '
                   'published counts)'}, ('setting', 'value')),
       R.table(['projection', 'nominal (paper)', 'exact cost ratio',
                'MACs ratio', 'examples ratio', 'projected MMACs / image',

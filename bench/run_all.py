@@ -29,7 +29,7 @@ import machine
 import rendering as R
 # wt_jax after harness, which puts this repository first on sys.path.
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
-from wt_jax import files
+from wt_jax.util import files
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 SCRIPTS = ('train_throughput', 'morphnet_step', 'autoslim_step', 'dmcp_step',

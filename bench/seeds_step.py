@@ -32,9 +32,9 @@ import rendering as R
 import jax
 import numpy as np
 from wt_jax import defaults
-from wt_jax import models
 from wt_jax import train
-from wt_jax import widths as W
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 log = H.logger('seeds_step')

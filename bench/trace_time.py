@@ -37,9 +37,9 @@ import jax
 import jax.numpy as jnp
 
 import wt_jax
-from wt_jax import cost
-from wt_jax import models
-from wt_jax import widths as W
+from wt_jax.nets import cost
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
 # pylint: enable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
 log = H.logger('trace_time')

@@ -6,7 +6,7 @@ r"""The paper's setting: ResNet-18 on ImageNet at 224, MorphNet, compound projec
 
 Projection: width 0.5 x depth 0.5 x 10% of the training images x 112px,
 the compound that Chin et al. report at 320x less optimization cost. Our
-exact MAC count of that compound is 272x (`python -m wt_jax.cost`; see the
+exact MAC count of that compound is 272x (`python -m wt_jax.nets.cost`; see the
 README: the nominal 4 x 2 x 10 x 4 assumes every layer scales ideally).
 
 Needs `imagenet2012` prepared in TFDS_DATA_DIR (manual download).

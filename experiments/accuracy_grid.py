@@ -43,13 +43,13 @@ sys.path.insert(0, _ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments import accuracy_configs as grid_configs  # noqa: E402
-from wt_jax import autoslim  # noqa: E402
-from wt_jax import morphnet  # noqa: E402
-from wt_jax import problem as problem_lib  # noqa: E402
-from wt_jax import projection  # noqa: E402
-from wt_jax import widths as widths_lib  # noqa: E402
-from wt_jax import workdir as workdir_lib  # noqa: E402
+from wt_jax.nets import widths as widths_lib  # noqa: E402
+from wt_jax.optimizers import autoslim  # noqa: E402
+from wt_jax.optimizers import morphnet  # noqa: E402
 from wt_jax.train import length  # noqa: E402
+from wt_jax.transfer import problem as problem_lib  # noqa: E402
+from wt_jax.transfer import projection  # noqa: E402
+from wt_jax.util import workdir as workdir_lib  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_ROOT = '/work/grid_cifar10'

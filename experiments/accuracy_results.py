@@ -11,7 +11,7 @@ reduction against the direct arm of the same optimizer (measured cost ratio,
 analytic ratio from `projection.overhead`, wall-time ratio), the optimization
 wall time, and Spearman's rank correlation of the transferred and direct
 per-group multipliers (`report.rank_correlation`). Both files are written
-atomically (`wt_jax.files`). The hand-written reading of the numbers is
+atomically (`wt_jax.util.files`). The hand-written reading of the numbers is
 included from experiments/accuracy_reading.md when it exists.
 """
 from __future__ import annotations
@@ -30,14 +30,14 @@ import numpy as np  # noqa: E402
 
 import wt_jax  # noqa: E402,F401  pylint: disable=unused-import
 from experiments import accuracy_configs as grid_configs  # noqa: E402
-from wt_jax import cost  # noqa: E402
-from wt_jax import files  # noqa: E402
-from wt_jax import pipeline  # noqa: E402
-from wt_jax import projection  # noqa: E402
 from wt_jax import report  # noqa: E402
-from wt_jax import result as result_lib  # noqa: E402
-from wt_jax import widths as widths_lib  # noqa: E402
-from wt_jax.workdir import Workdir  # noqa: E402
+from wt_jax.nets import cost  # noqa: E402
+from wt_jax.nets import widths as widths_lib  # noqa: E402
+from wt_jax.optimizers import result as result_lib  # noqa: E402
+from wt_jax.run import pipeline  # noqa: E402
+from wt_jax.transfer import projection  # noqa: E402
+from wt_jax.util import files  # noqa: E402
+from wt_jax.util.workdir import Workdir  # noqa: E402
 
 DEFAULT_ROOT = '/work/grid_cifar10'
 READING = os.path.join(_HERE, 'accuracy_reading.md')

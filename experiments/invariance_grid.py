@@ -34,9 +34,9 @@ sys.path.insert(0, _ROOT)
 
 from experiments import invariance_configs as grid  # noqa: E402  pylint: disable=g-import-not-at-top
 from wt_jax import defaults  # noqa: E402  pylint: disable=g-import-not-at-top
-from wt_jax import fingerprint  # noqa: E402  pylint: disable=g-import-not-at-top
-from wt_jax import pipeline  # noqa: E402  pylint: disable=g-import-not-at-top
-from wt_jax import width_optimizers  # noqa: E402  pylint: disable=g-import-not-at-top
+from wt_jax.optimizers import registry  # noqa: E402  pylint: disable=g-import-not-at-top
+from wt_jax.run import pipeline  # noqa: E402  pylint: disable=g-import-not-at-top
+from wt_jax.util import fingerprint  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # The order: every arm's first seed before any second seed, MorphNet first,
 # so a grid cut short still has every arm. AutoSlim (a direct run costs
@@ -72,7 +72,7 @@ def config_digest(config: dict) -> str:
   later, counts at its default: adding a field keeps the old behaviour."""
   flat = fingerprint.flatten(defaults.get_config().to_dict())
   flat.update(fingerprint.flatten(config))
-  unused = set(width_optimizers.REGISTRY) - {config['optimizer']}
+  unused = set(registry.REGISTRY) - {config['optimizer']}
   return fingerprint.digest({
       k: v for k, v in flat.items()
       if k not in fingerprint.RESULT_FREE and k.split('.')[0] not in unused})

@@ -45,12 +45,12 @@ from matplotlib.figure import Figure
 
 from experiments import invariance_configs as grid
 from experiments import invariance_grid
-from wt_jax import files
-from wt_jax import problem as problem_lib
-from wt_jax import projection
 from wt_jax import report
-from wt_jax import result as result_lib
-from wt_jax.workdir import Workdir
+from wt_jax.optimizers import result as result_lib
+from wt_jax.transfer import problem as problem_lib
+from wt_jax.transfer import projection
+from wt_jax.util import files
+from wt_jax.util.workdir import Workdir
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 NULL_PERMUTATIONS = 20

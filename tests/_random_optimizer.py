@@ -6,9 +6,9 @@ would be.
 import numpy as np
 
 import wt_jax
-from wt_jax import cost
-from wt_jax import extrapolate
-from wt_jax import result
+from wt_jax.nets import cost
+from wt_jax.optimizers import result
+from wt_jax.transfer import extrapolate
 
 
 def optimize(config, problem, workdir):

@@ -1,7 +1,7 @@
 """The built-in Flax modules as they were before issue 22: a test oracle only.
 
-`tests/test_families.py` checks that the modules of `wt_jax.families`, wrapped
-by `wt_jax.models.Net` (masks applied by intercepting layers), compute
+`tests/test_families.py` checks that the modules of `wt_jax.nets.families`, wrapped
+by `wt_jax.nets.models.Net` (masks applied by intercepting layers), compute
 exactly what these did (masks applied inside each conv-BN), with the same
 parameters, with and without masks.
 """

@@ -2,8 +2,8 @@
 oracle only.
 
 Until issue 22 each built-in family existed twice: this hand-written layer
-list (then `wt_jax/architectures.py`) and the Flax modules. Now the library
-has only the modules (`wt_jax.families`) and traces them like any
+list (then `wt_jax/nets/architectures.py`) and the Flax modules. Now the library
+has only the modules (`wt_jax.nets.families`) and traces them like any
 registered network; this copy stays in the tests so that
 `tests/test_families.py` can prove the trace gives exactly the description
 the library used before (groups, uniform widths, layers, ties), for every
@@ -15,9 +15,9 @@ import dataclasses
 import math
 from typing import Optional, Sequence
 
-from wt_jax import graph
 from wt_jax.errors import ArchError
-from wt_jax.graph import Layer, conv_out
+from wt_jax.nets import graph
+from wt_jax.nets.graph import Layer, conv_out
 FAMILIES = ('resnet', 'mobilenet_v2')
 
 

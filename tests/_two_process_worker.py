@@ -27,7 +27,7 @@ WIDTH_VALUES = (4, 4, 4, 4, 8, 8, 8)  # resnet_tiny: 7 groups
 
 
 def widths():
-  from wt_jax import widths as widths_lib  # pylint: disable=g-import-not-at-top
+  from wt_jax.nets import widths as widths_lib  # pylint: disable=g-import-not-at-top
   return widths_lib.uniform('resnet_tiny').replace(WIDTH_VALUES)
 
 
@@ -107,7 +107,7 @@ def _chain(port, process_id, out, workdir):
                              num_processes=2, process_id=process_id,
                              cluster_detection_method='deactivate',
                              initialization_timeout=60)
-  from wt_jax import pipeline  # pylint: disable=g-import-not-at-top
+  from wt_jax.run import pipeline  # pylint: disable=g-import-not-at-top
   result = pipeline.run(chain_config(), workdir)
   if process_id == 0:
     with open(os.path.join(out, 'chain.json'), 'w') as f:

@@ -10,18 +10,18 @@ import ml_collections
 import numpy as np
 import pytest
 
-from wt_jax import architectures
-from wt_jax import autoslim
-from wt_jax import cost
 from wt_jax import data
 from wt_jax import defaults
 from wt_jax import errors
-from wt_jax import files
-from wt_jax import models
-from wt_jax import result as result_lib
 from wt_jax import train
-from wt_jax import widths as W
-from wt_jax.problem import Problem
+from wt_jax.nets import architectures
+from wt_jax.nets import cost
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import autoslim
+from wt_jax.optimizers import result as result_lib
+from wt_jax.transfer.problem import Problem
+from wt_jax.util import files
 
 RES, CLASSES = 8, 10
 TINY = (4, 4, 4, 4, 8, 8, 8)  # resnet_tiny: stem, stage1, 2 inner, stage2, 2

@@ -21,23 +21,23 @@ import numpy as np
 import pytest
 
 import wt_jax
-from wt_jax import architectures
-from wt_jax import autoslim
-from wt_jax import cost
 from wt_jax import data
-from wt_jax import extrapolate
-from wt_jax import graph
-from wt_jax import models
-from wt_jax import morphnet
-from wt_jax import pipeline
-from wt_jax import problem
-from wt_jax import projection
-from wt_jax import result as result_lib
-from wt_jax import tracing
-from wt_jax import width_optimizers
-from wt_jax import widths as W
 from wt_jax.errors import ArchError
 from wt_jax.errors import ConfigError
+from wt_jax.nets import architectures
+from wt_jax.nets import cost
+from wt_jax.nets import graph
+from wt_jax.nets import models
+from wt_jax.nets import tracing
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import autoslim
+from wt_jax.optimizers import morphnet
+from wt_jax.optimizers import registry
+from wt_jax.optimizers import result as result_lib
+from wt_jax.run import pipeline
+from wt_jax.transfer import extrapolate
+from wt_jax.transfer import problem
+from wt_jax.transfer import projection
 
 import _custom_net  # registers 'tiny_res' and 'staged_res'
 import _reference_nets
@@ -215,7 +215,7 @@ def test_morphnet_shrinks_the_custom_net_on_digits(tmp_path):
   info = data.dataset_info(c.data)
   prob = problem.Problem(W.uniform('tiny_res'), c.data, info.resolution,
                          info.num_classes, info.num_examples['train'])
-  found = width_optimizers.optimize(c, prob, str(tmp_path))
+  found = registry.optimize(c, prob, str(tmp_path))
   d = found.details
   assert d['learned_macs'] <= 0.75 * d['start_macs']
   rows = [json.loads(l) for l in open(tmp_path / 'train' / 'metrics.jsonl')

@@ -10,8 +10,8 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from wt_jax import defaults
 from wt_jax import data
+from wt_jax import defaults
 from wt_jax.data import images
 
 

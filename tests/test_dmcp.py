@@ -14,18 +14,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wt_jax import cost
 from wt_jax import data
 from wt_jax import defaults
-from wt_jax import dmcp
 from wt_jax import errors
-from wt_jax import files
-from wt_jax import models
-from wt_jax import result as result_lib
 from wt_jax import train
-from wt_jax import width_optimizers
-from wt_jax import widths as W
-from wt_jax.problem import Problem
+from wt_jax.nets import cost
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import dmcp
+from wt_jax.optimizers import registry
+from wt_jax.optimizers import result as result_lib
+from wt_jax.transfer.problem import Problem
+from wt_jax.util import files
 
 from _tiny import REPO
 from _tiny import tiny_config
@@ -246,11 +246,11 @@ def test_config_validation_names_the_field(field, value):
   if field == 'epochs':
     bad.dmcp.num_steps = 0
   with pytest.raises(errors.ConfigError, match=f'config.dmcp.{field}='):
-    width_optimizers.validate(bad)
+    registry.validate(bad)
 
 
 def test_config_validation_val_split_and_unknown_fields():
-  width_optimizers.validate(_config())
+  registry.validate(_config())
   bad = _config()
   bad.data.val_fraction = 0.0
   with pytest.raises(errors.ConfigError, match='val_fraction.*dmcp'):
@@ -260,10 +260,10 @@ def test_config_validation_val_split_and_unknown_fields():
     bad.dmcp.extra = 1
   with pytest.raises(errors.ConfigError, match='unknown fields'):
     dmcp.validate(bad)
-  assert width_optimizers.lr_field(_config()) == 'config.train.base_lr'
+  assert registry.lr_field(_config()) == 'config.train.base_lr'
   c = _config()
   c.dmcp.lr = 0.2
-  assert width_optimizers.lr_field(c) == 'config.dmcp.lr'
+  assert registry.lr_field(c) == 'config.dmcp.lr'
 
 
 # --------------------------------------------------------------------------

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from wt_jax import cost
 from wt_jax import errors
-from wt_jax import extrapolate as ex
-from wt_jax import problem
-from wt_jax import projection
-from wt_jax import widths as W
+from wt_jax.nets import cost
+from wt_jax.nets import widths as W
+from wt_jax.transfer import extrapolate as ex
+from wt_jax.transfer import problem
+from wt_jax.transfer import projection
 
 
 def _project(full, width_mult, data, resolution, knobs, **kw):

@@ -2,7 +2,7 @@
 
 Issue 22 removed the hand-written layer lists of the built-in families; the
 layer graph, groups, ties and masks now come from tracing the families'
-Flax modules (`wt_jax.families`, registered through `custom_archs`). These
+Flax modules (`wt_jax.nets.families`, registered through `custom_archs`). These
 tests compare every built-in, at several widths, depths and resolutions,
 with the description the library had before (kept as an oracle in
 `tests/_reference_nets.py` and `tests/_reference_models.py`): groups and
@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wt_jax import architectures
-from wt_jax import cost
-from wt_jax import models
-from wt_jax import morphnet
-from wt_jax import widths as W
+from wt_jax.nets import architectures
+from wt_jax.nets import cost
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import morphnet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _reference_models  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from wt_jax import architectures
-from wt_jax import cost
-from wt_jax import models
-from wt_jax import widths as W
+from wt_jax.nets import architectures
+from wt_jax.nets import cost
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
 
 
 def _init_shapes(widths, resolution, num_classes=10):

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wt_jax import architectures
-from wt_jax import cost as cost_lib
-from wt_jax import models
-from wt_jax import morphnet
-from wt_jax import widths as W
+from wt_jax.nets import architectures
+from wt_jax.nets import cost as cost_lib
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import morphnet
 
 
 def _params(widths, resolution=8, num_classes=10):

@@ -11,9 +11,9 @@ import tensorflow_datasets as tfds
 
 from wt_jax import data
 from wt_jax import defaults
-from wt_jax import pipeline
-from wt_jax import result as result_lib
-from wt_jax import widths as W
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import result as result_lib
+from wt_jax.run import pipeline
 
 from _tiny import REPO
 

@@ -9,15 +9,15 @@ import time
 import numpy as np
 import pytest
 
-from wt_jax import cost
 from wt_jax import data
 from wt_jax import errors
-from wt_jax import pipeline
-from wt_jax import problem
-from wt_jax import result as result_lib
-from wt_jax import stages
-from wt_jax import width_optimizers
-from wt_jax import widths as W
+from wt_jax.nets import cost
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import registry
+from wt_jax.optimizers import result as result_lib
+from wt_jax.run import pipeline
+from wt_jax.run import stages
+from wt_jax.transfer import problem
 
 from _tiny import REPO
 from _tiny import tiny_config
@@ -69,7 +69,7 @@ def test_rerun_skips_finished_stages(tmp_path, monkeypatch):
 
   def boom(*a, **k):
     raise AssertionError('a finished stage ran again')
-  monkeypatch.setattr(width_optimizers, 'optimize', boom)
+  monkeypatch.setattr(registry, 'optimize', boom)
   monkeypatch.setattr(stages, 'transfer', boom)
   pipeline.run(c, str(tmp_path))
   assert (tmp_path / 'widths' / 'transferred.json').read_text() == before
@@ -211,7 +211,7 @@ def test_morphnet_cuts_macs_while_loss_falls(tmp_path):
   prob = problem.Problem(W.uniform('resnet20_cifar', 0.5), c.data,
                          info.resolution, info.num_classes,
                          info.num_examples['train'])
-  result = width_optimizers.optimize(c, prob, str(tmp_path))
+  result = registry.optimize(c, prob, str(tmp_path))
   d = result.details
   assert d['learned_macs'] <= 0.7 * d['start_macs']
   rows = [json.loads(l) for l in open(tmp_path / 'train' / 'metrics.jsonl')

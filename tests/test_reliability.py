@@ -16,17 +16,17 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from wt_jax import cli_args
 from wt_jax import defaults
 from wt_jax import errors
-from wt_jax import files
-from wt_jax import pipeline
-from wt_jax import projection
-from wt_jax import reuse
-from wt_jax import problem as problem_lib
-from wt_jax import width_optimizers
-from wt_jax import widths as W
-from wt_jax.workdir import Lock
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import registry
+from wt_jax.run import cli_args
+from wt_jax.run import pipeline
+from wt_jax.run import reuse
+from wt_jax.transfer import problem as problem_lib
+from wt_jax.transfer import projection
+from wt_jax.util import files
+from wt_jax.util.workdir import Lock
 
 from _tiny import REPO
 from _tiny import tiny_config
@@ -344,8 +344,8 @@ def test_a_bad_optimizer_module_names_the_module(tmp_path, monkeypatch, body,
   name = f'user_opt_{abs(hash(body)) % 10**8}'
   path = tmp_path / f'{name}.py'
   path.write_text('import wt_jax\n' + body + '\n')
-  monkeypatch.setattr(width_optimizers, 'REGISTRY',
-                      dict(width_optimizers.REGISTRY))
+  monkeypatch.setattr(registry, 'REGISTRY',
+                      dict(registry.REGISTRY))
   monkeypatch.syspath_prepend(str(tmp_path))
   monkeypatch.delitem(sys.modules, name, raising=False)
   _refused(tmp_path, f'config.optimizer_module={name!r} is invalid; allowed:'
@@ -441,7 +441,7 @@ def test_only_process_0_writes_an_optimizers_summary(tmp_path, monkeypatch):
   time; had every process written summary.json, the optimize step's
   manifest could record one process's bytes and find another's (seen in a
   two-process run: the report then left out the optimization overhead)."""
-  from wt_jax import result as result_lib  # pylint: disable=g-import-not-at-top
+  from wt_jax.optimizers import result as result_lib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   found = result_lib.OptimizeResult(W.uniform('resnet_tiny'), 1, 1, 1.0, 2.5,
                                     {})

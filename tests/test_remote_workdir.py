@@ -17,9 +17,9 @@ from etils import epath
 from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
-from wt_jax import pipeline
-from wt_jax import result as result_lib
-from wt_jax import widths as W
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import result as result_lib
+from wt_jax.run import pipeline
 from wt_jax.train import records
 
 from _tiny import tiny_config

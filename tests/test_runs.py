@@ -12,15 +12,15 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from wt_jax import cost
 from wt_jax import errors
-from wt_jax import interrupts
-from wt_jax import pipeline
-from wt_jax import result as result_lib
-from wt_jax import stages
 from wt_jax import train
-from wt_jax import widths as W
-from wt_jax.workdir import Lock
+from wt_jax.nets import cost
+from wt_jax.nets import widths as W
+from wt_jax.optimizers import result as result_lib
+from wt_jax.run import pipeline
+from wt_jax.run import stages
+from wt_jax.util import interrupts
+from wt_jax.util.workdir import Lock
 
 from _tiny import REPO
 from _tiny import tiny_config
@@ -386,7 +386,7 @@ def test_config_files_load_from_any_directory(tmp_path):
 
 
 def test_disk_full_exits_4(tmp_path):
-  prelude = ('import errno, os; from wt_jax import files; '
+  prelude = ('import errno, os; from wt_jax.util import files; '
              'real = files.write_bytes\n'
              'def full(path, data):\n'
              '  if path.endswith("final.json"):\n'

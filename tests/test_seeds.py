@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _two_process_worker as worker  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from wt_jax import pipeline
 from wt_jax import train
+from wt_jax.run import pipeline
 
 from _tiny import tiny_config
 

@@ -22,13 +22,13 @@ from tensorboard.backend.event_processing import event_accumulator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _two_process_worker as worker  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from wt_jax import cost
 from wt_jax import defaults
 from wt_jax import errors
-from wt_jax import models
-from wt_jax import pipeline
 from wt_jax import train
-from wt_jax import widths as W
+from wt_jax.nets import cost
+from wt_jax.nets import models
+from wt_jax.nets import widths as W
+from wt_jax.run import pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, 'tests', '_two_process_worker.py')

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from wt_jax import architectures
-from wt_jax import widths as W
+from wt_jax.nets import architectures
+from wt_jax.nets import widths as W
 
 
 def test_resnet18_groups_in_network_order():
@@ -137,7 +137,7 @@ def test_identity_ties_follow_actual_widths():
 
 def test_atomic_writes_respect_the_umask(tmp_path):
   import os  # pylint: disable=g-import-not-at-top
-  from wt_jax import files  # pylint: disable=g-import-not-at-top
+  from wt_jax.util import files  # pylint: disable=g-import-not-at-top
   old = os.umask(0o022)
   try:
     files.write_text(str(tmp_path / 'a.txt'), 'x')

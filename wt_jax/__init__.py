@@ -35,14 +35,20 @@ def _apply_cpu_default() -> bool:
 CPU_DEFAULT_APPLIED = _apply_cpu_default()
 
 # Public entry points, imported on first use so that `import wt_jax` (which
-# every config file does) stays light.
-_LAZY = {'register_optimizer': ('wt_jax.width_optimizers', 'register'),
-         'register_arch': ('wt_jax.custom_archs', 'register')}
+# every config file does) stays light: the registration functions, and the
+# modules of the README's library example under their short names.
+_LAZY = {'register_optimizer': ('wt_jax.optimizers.registry', 'register'),
+         'register_arch': ('wt_jax.nets.custom_archs', 'register')}
+_MODULES = {'widths': 'wt_jax.nets.widths', 'models': 'wt_jax.nets.models',
+            'extrapolate': 'wt_jax.transfer.extrapolate',
+            'result': 'wt_jax.optimizers.result'}
 
 
 def __getattr__(name):
+  import importlib  # pylint: disable=g-import-not-at-top
   if name in _LAZY:
-    import importlib  # pylint: disable=g-import-not-at-top
     module, attr = _LAZY[name]
     return getattr(importlib.import_module(module), attr)
+  if name in _MODULES:
+    return importlib.import_module(_MODULES[name])
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.seeds = (0,)  # final training arms run once per seed
 
-  # Network: an architecture name from `wt_jax.architectures.NAMES`, or one
+  # Network: an architecture name from `wt_jax.nets.architectures.NAMES`, or one
   # that `arch_module` registers (`wt_jax.register_arch`) when imported.
   c.arch = 'resnet20_cifar'
   c.arch_module = ''
@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data = data()
   c.train = train()
-  # Width optimizer: a name of the registry (`wt_jax.width_optimizers`);
+  # Width optimizer: a name of the registry (`wt_jax.optimizers.registry`);
   # `optimizer_module` is imported first, to register a user's own.
   c.optimizer = 'morphnet'
   c.optimizer_module = ''
@@ -100,7 +100,7 @@ def train() -> ml_collections.ConfigDict:
 
 
 def morphnet() -> ml_collections.ConfigDict:
-  """`config.morphnet` (wt_jax/morphnet.py documents the method)."""
+  """`config.morphnet` (wt_jax/optimizers/morphnet.py documents the method)."""
   c = ml_collections.ConfigDict()
   c.strength = 0.0  # 0 = auto: strength_knob / starting MACs
   c.strength_knob = 1.0
@@ -154,7 +154,7 @@ def _slimmable_training() -> ml_collections.ConfigDict:
 
 
 def autoslim() -> ml_collections.ConfigDict:
-  """The `config.autoslim` block (wt_jax/autoslim/ documents the method)."""
+  """The `config.autoslim` block (wt_jax/optimizers/autoslim/ documents the method)."""
   c = _slimmable_training()
   # The width grid of each group: full width x (1 - j x step_fraction),
   # rounded, down to max(min_width, ceil(min_fraction x full width)).
@@ -171,7 +171,7 @@ def autoslim() -> ml_collections.ConfigDict:
 
 
 def dmcp() -> ml_collections.ConfigDict:
-  """The `config.dmcp` block (wt_jax/dmcp/ documents the method)."""
+  """The `config.dmcp` block (wt_jax/optimizers/dmcp/ documents the method)."""
   c = _slimmable_training()
   # Sub-groups per unit: int(group_fraction x its width) channels each (at
   # least 1), the first max(min_width, ceil(min_fraction x width)) or more

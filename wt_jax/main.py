@@ -35,16 +35,16 @@ from absl import logging
 from ml_collections import config_flags
 
 import wt_jax  # noqa: F401  (sets the XLA:CPU default before jax loads)
-from wt_jax import cli_args
-from wt_jax import console  # pylint: disable=g-bad-import-order
 from wt_jax import errors
-from wt_jax import interrupts
+from wt_jax.run import cli_args
+from wt_jax.util import console  # pylint: disable=g-bad-import-order
+from wt_jax.util import interrupts
 
 with console.quiet_native_stderr():  # TensorFlow's C++ start-up lines
-  from wt_jax import pipeline
+  from wt_jax.run import pipeline
   from wt_jax import report
   from wt_jax import train
-  from wt_jax.workdir import Workdir
+  from wt_jax.util.workdir import Workdir
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',

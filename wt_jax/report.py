@@ -18,14 +18,14 @@ from typing import Any, Callable, Optional
 from matplotlib.figure import Figure
 import numpy as np
 
-from wt_jax import cost
-from wt_jax import files
-from wt_jax import fingerprint
-from wt_jax import projection
-from wt_jax import result as result_lib
-from wt_jax import widths as widths_lib
-from wt_jax.problem import Problem
-from wt_jax.workdir import Workdir
+from wt_jax.nets import cost
+from wt_jax.nets import widths as widths_lib
+from wt_jax.optimizers import result as result_lib
+from wt_jax.transfer import projection
+from wt_jax.transfer.problem import Problem
+from wt_jax.util import files
+from wt_jax.util import fingerprint
+from wt_jax.util.workdir import Workdir
 
 ARM_LABELS = {'uniform': 'uniform baseline', 'transferred': 'transferred',
               'direct': 'direct'}

@@ -12,7 +12,7 @@
 | `cache` | True or False |
 | `shuffle_buffer` | an integer >= 1 |
 
-Messages follow `wt_jax.validation`'s one format, as `DataError`:
+Messages follow `wt_jax.util.validation`'s one format, as `DataError`:
 `config.data.val_fraction=1.5 is invalid; allowed: a number in [0, 1)`.
 `require_val_split` is the one rule a width optimizer adds: it decides on
 the held-out val split, never on test, so `val_fraction` must be > 0.
@@ -22,8 +22,8 @@ import os
 
 import tensorflow_datasets as tfds
 
-from wt_jax import validation
 from wt_jax.errors import DataError
+from wt_jax.util import validation
 
 AUGMENTS = ('cifar', 'imagenet', 'none')
 FOLDER_PREFIX = 'folder:'

@@ -44,12 +44,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from wt_jax import validation
 from wt_jax.data import fields
 from wt_jax.data import images
 from wt_jax.data import sources
 from wt_jax.data import splits
 from wt_jax.errors import DataError
+from wt_jax.util import validation
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -58,9 +58,9 @@ from wt_jax.train.loop import Callback
 from wt_jax.train.loop import train_and_evaluate
 from wt_jax.train.paths import METRICS_FILE
 from wt_jax.train.paths import STRUCTURE_FILE
-from wt_jax.train.recipe import compute_dtype
 from wt_jax.train.recalibration import evaluate_recalibrated
 from wt_jax.train.recalibration import recalibrate
+from wt_jax.train.recipe import compute_dtype
 from wt_jax.train.recipe import cross_entropy_loss
 from wt_jax.train.recipe import derive_train_config
 from wt_jax.train.recipe import learning_rate_schedule
@@ -69,6 +69,8 @@ from wt_jax.train.recipe import peak_learning_rate
 from wt_jax.train.recipe import SCHEDULES
 from wt_jax.train.recipe import validate
 from wt_jax.train.recipe import weight_decay_mask
+from wt_jax.train.seeds import SeedsStep
+from wt_jax.train.seeds import train_and_evaluate_seeds
 from wt_jax.train.sharding import batch_sharding
 from wt_jax.train.sharding import global_batch
 from wt_jax.train.sharding import make_mesh
@@ -77,8 +79,6 @@ from wt_jax.train.sharding import replicate
 from wt_jax.train.sharding import replicated
 from wt_jax.train.sharding import seeds_batch_sharding
 from wt_jax.train.sharding import to_host
-from wt_jax.train.seeds import SeedsStep
-from wt_jax.train.seeds import train_and_evaluate_seeds
 from wt_jax.train.step import ExtraLoss
 from wt_jax.train.step import ExtraParams
 from wt_jax.train.step import LossFn

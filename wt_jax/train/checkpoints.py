@@ -42,12 +42,12 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
-from wt_jax import files
-from wt_jax import interrupts
 from wt_jax.errors import CheckpointMismatchError
 from wt_jax.errors import EnvironmentFailure
+from wt_jax.nets.widths import Widths
 from wt_jax.train import paths
-from wt_jax.widths import Widths
+from wt_jax.util import files
+from wt_jax.util import interrupts
 
 
 @dataclasses.dataclass

@@ -50,10 +50,10 @@ from absl import logging
 import jax
 import numpy as np
 
-from wt_jax import console
-from wt_jax import cost
 from wt_jax import data
-from wt_jax import models
+from wt_jax.nets import cost
+from wt_jax.nets import models
+from wt_jax.nets.widths import Widths
 from wt_jax.train import batches
 from wt_jax.train import checkpoints
 from wt_jax.train import evaluator
@@ -67,7 +67,7 @@ from wt_jax.train.step import ExtraParams
 from wt_jax.train.step import LossFn
 from wt_jax.train.step import TrainState
 from wt_jax.train.step import TrainStep
-from wt_jax.widths import Widths
+from wt_jax.util import console
 
 Callback = Callable[[int, TrainState], Optional[dict]]
 

@@ -5,15 +5,15 @@
   `workdir/checkpoints/structure.json` describing the run they belong to;
 * TensorBoard summaries: clu writes them into `workdir` itself.
 
-The names are `wt_jax.workdir`'s (the whole layout, in one place).
+The names are `wt_jax.util.workdir`'s (the whole layout, in one place).
 """
 from __future__ import annotations
 
 import os
 
-from wt_jax.workdir import CHECKPOINTS_DIR
-from wt_jax.workdir import METRICS_FILE
-from wt_jax.workdir import STRUCTURE_FILE
+from wt_jax.util.workdir import CHECKPOINTS_DIR
+from wt_jax.util.workdir import METRICS_FILE
+from wt_jax.util.workdir import STRUCTURE_FILE
 
 __all__ = ['CHECKPOINTS_DIR', 'METRICS_FILE', 'STRUCTURE_FILE', 'join']
 

@@ -10,8 +10,8 @@ import dataclasses
 
 import jax
 
-from wt_jax import validation
 from wt_jax.train.length import run_length
+from wt_jax.util import validation
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wt_jax import data
-from wt_jax import families
+from wt_jax.nets import families
 from wt_jax.train import batches
 from wt_jax.train import evaluator
 from wt_jax.train import sharding

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wt_jax import models
-from wt_jax import validation
+from wt_jax.nets import models
+from wt_jax.util import validation
 
 SCHEDULES = ('cosine', 'linear', 'constant')
 def validate(train_config) -> None:

@@ -24,9 +24,9 @@ from etils import epath
 import jax
 import numpy as np
 
-from wt_jax import files
+from wt_jax.nets.widths import Widths
 from wt_jax.train import paths
-from wt_jax.widths import Widths
+from wt_jax.util import files
 
 
 class Records:

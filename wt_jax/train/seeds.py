@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wt_jax.nets.widths import Widths
 from wt_jax.train import batches
 from wt_jax.train import evaluator
 from wt_jax.train import loop
@@ -42,7 +43,6 @@ from wt_jax.train.step import base_key
 from wt_jax.train.step import jitted_reset_sums
 from wt_jax.train.step import TrainState
 from wt_jax.train.step import TrainStep
-from wt_jax.widths import Widths
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
