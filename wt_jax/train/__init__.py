@@ -46,58 +46,68 @@ Modules, in the order a run uses them:
 | `loop` | `train_and_evaluate`: set-up, then the one `for step` loop |
 | `seeds` | `train_and_evaluate_seeds`: the loop over `SeedsStep` (vmapped) |
 """
-from wt_jax.errors import CheckpointMismatchError
-from wt_jax.errors import NonFiniteLossError
-from wt_jax.train.batches import epoch_seed
-from wt_jax.train.batches import local_train_batches
-from wt_jax.train.batches import steps_per_epoch
-from wt_jax.train.checkpoints import check_structure
-from wt_jax.train.checkpoints import state_structure
-from wt_jax.train.evaluator import Evaluator
-from wt_jax.train.loop import Callback
-from wt_jax.train.loop import train_and_evaluate
-from wt_jax.train.paths import METRICS_FILE
-from wt_jax.train.paths import STRUCTURE_FILE
-from wt_jax.train.recalibration import evaluate_recalibrated
-from wt_jax.train.recalibration import recalibrate
-from wt_jax.train.recipe import compute_dtype
-from wt_jax.train.recipe import cross_entropy_loss
-from wt_jax.train.recipe import derive_train_config
-from wt_jax.train.recipe import learning_rate_schedule
-from wt_jax.train.recipe import make_sgd
-from wt_jax.train.recipe import peak_learning_rate
-from wt_jax.train.recipe import SCHEDULES
-from wt_jax.train.recipe import validate
-from wt_jax.train.recipe import weight_decay_mask
-from wt_jax.train.seeds import SeedsStep
-from wt_jax.train.seeds import train_and_evaluate_seeds
-from wt_jax.train.sharding import batch_sharding
-from wt_jax.train.sharding import global_batch
-from wt_jax.train.sharding import make_mesh
-from wt_jax.train.sharding import maybe_initialize_distributed
-from wt_jax.train.sharding import replicate
-from wt_jax.train.sharding import replicated
-from wt_jax.train.sharding import seeds_batch_sharding
-from wt_jax.train.sharding import to_host
-from wt_jax.train.step import ExtraLoss
-from wt_jax.train.step import ExtraParams
-from wt_jax.train.step import LossFn
-from wt_jax.train.step import TrainState
-from wt_jax.train.step import TrainStep
+import importlib
 
-__all__ = [
-    'Callback', 'CheckpointMismatchError', 'Evaluator',
-    'ExtraLoss', 'ExtraParams', 'LossFn', 'METRICS_FILE',
-    'NonFiniteLossError', 'SCHEDULES',
-    'STRUCTURE_FILE', 'TrainState', 'TrainStep', 'batch_sharding',
-    'check_structure', 'compute_dtype', 'cross_entropy_loss',
-    'derive_train_config', 'epoch_seed', 'evaluate_recalibrated',
-    'global_batch',
-    'learning_rate_schedule', 'local_train_batches', 'make_mesh', 'make_sgd',
-    'maybe_initialize_distributed', 'peak_learning_rate', 'recalibrate',
-    'replicate',
-    'replicated', 'SeedsStep', 'seeds_batch_sharding', 'state_structure',
-    'steps_per_epoch',
-    'to_host', 'train_and_evaluate', 'train_and_evaluate_seeds', 'validate',
-    'weight_decay_mask',
-]
+# Each public name and the module that defines it, imported on first use:
+# importing one module of this package (say `checkpoints`) does not import
+# the others, nor what they import.
+_EXPORTS = {
+    'batch_sharding': 'wt_jax.train.sharding',
+    'Callback': 'wt_jax.train.loop',
+    'check_structure': 'wt_jax.train.checkpoints',
+    'CheckpointMismatchError': 'wt_jax.errors',
+    'compute_dtype': 'wt_jax.train.recipe',
+    'cross_entropy_loss': 'wt_jax.train.recipe',
+    'derive_train_config': 'wt_jax.train.recipe',
+    'epoch_seed': 'wt_jax.train.batches',
+    'evaluate_recalibrated': 'wt_jax.train.recalibration',
+    'Evaluator': 'wt_jax.train.evaluator',
+    'ExtraLoss': 'wt_jax.train.step',
+    'ExtraParams': 'wt_jax.train.step',
+    'global_batch': 'wt_jax.train.sharding',
+    'learning_rate_schedule': 'wt_jax.train.recipe',
+    'local_train_batches': 'wt_jax.train.batches',
+    'LossFn': 'wt_jax.train.step',
+    'make_mesh': 'wt_jax.train.sharding',
+    'make_sgd': 'wt_jax.train.recipe',
+    'maybe_initialize_distributed': 'wt_jax.train.sharding',
+    'METRICS_FILE': 'wt_jax.train.paths',
+    'NonFiniteLossError': 'wt_jax.errors',
+    'peak_learning_rate': 'wt_jax.train.recipe',
+    'recalibrate': 'wt_jax.train.recalibration',
+    'replicate': 'wt_jax.train.sharding',
+    'replicated': 'wt_jax.train.sharding',
+    'SCHEDULES': 'wt_jax.train.recipe',
+    'seeds_batch_sharding': 'wt_jax.train.sharding',
+    'SeedsStep': 'wt_jax.train.seeds',
+    'state_structure': 'wt_jax.train.checkpoints',
+    'steps_per_epoch': 'wt_jax.train.batches',
+    'STRUCTURE_FILE': 'wt_jax.train.paths',
+    'to_host': 'wt_jax.train.sharding',
+    'train_and_evaluate': 'wt_jax.train.loop',
+    'train_and_evaluate_seeds': 'wt_jax.train.seeds',
+    'TrainState': 'wt_jax.train.step',
+    'TrainStep': 'wt_jax.train.step',
+    'validate': 'wt_jax.train.recipe',
+    'weight_decay_mask': 'wt_jax.train.recipe',
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  else:  # a module of this package, `train.batches`
+    try:
+      value = importlib.import_module(f'{__name__}.{name}')
+    except ModuleNotFoundError as e:
+      if e.name != f'{__name__}.{name}':
+        raise
+      raise AttributeError(
+          f'module {__name__!r} has no attribute {name!r}') from None
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))
