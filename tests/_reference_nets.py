@@ -12,13 +12,10 @@ family at several widths and depths.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional, Sequence
 
 from wt_jax.errors import ArchError
-from wt_jax.nets import graph
 from wt_jax.nets.graph import Layer, conv_out
-FAMILIES = ('resnet', 'mobilenet_v2')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,18 +102,6 @@ def get_arch(name: str, depth: Optional[Sequence[int]] = None) -> Arch:
     arch = dataclasses.replace(arch, depth=depth)
   return arch
 
-
-def scale_depth(arch: Arch, depth_mult: float) -> Arch:
-  """Blocks per stage become max(1, round(d * n)), halves rounding up."""
-  if not depth_mult > 0:
-    raise ArchError(f'depth_mult={depth_mult!r}: must be > 0')
-  if not arch.depth and depth_mult != 1:
-    raise ArchError(
-        f'config.projection.depth_mult={depth_mult!r} is invalid for '
-        f'arch={arch.name!r}; allowed: 1 (it was registered without depth=, '
-        'so it has no blocks per stage to scale)')
-  return dataclasses.replace(arch, depth=tuple(
-      max(1, int(math.floor(depth_mult * n + 0.5))) for n in arch.depth))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,23 +292,3 @@ def identity_ties(arch: Arch, values: Sequence[int]) -> tuple[tuple[str, str],
 
 def default_resolution(arch: Arch) -> int:
   return 224 if arch.stem == 'imagenet' else 32
-
-
-def tie_units(arch: Arch, values: Sequence) -> tuple[tuple[str, ...], ...]:
-  """Groups merged across identity shortcuts, in network order.
-
-  Each unit is a tuple of group names that must keep one width (for
-  `values`, the widths in `groups(arch)` order); most units are one group.
-  MorphNet regularizes, AutoSlim slims and FLOPs matching scales a unit as
-  a whole.
-  """
-  return graph.tie_units([g.name for g in groups(arch)],
-                         identity_ties(arch, values))
-
-
-def layer_graph(arch: Arch, values: Sequence[int], resolution: int,
-                num_classes: int) -> graph.LayerGraph:
-  """`layers(...)` compiled against the groups of `arch` (with its ties)."""
-  return graph.LayerGraph.build(
-      layers(arch, values, resolution, num_classes),
-      [g.name for g in groups(arch)], identity_ties(arch, values))

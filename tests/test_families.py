@@ -22,6 +22,7 @@ import pytest
 
 from wt_jax.nets import architectures
 from wt_jax.nets import cost
+from wt_jax.nets import graph
 from wt_jax.nets import models
 from wt_jax.nets import widths as W
 from wt_jax.optimizers import morphnet
@@ -60,9 +61,12 @@ def _check_same(w, resolution, classes=10):
   assert traced == ref.layers(old, w.values, resolution, classes)
   assert architectures.identity_ties(spec, w.values) == ref.identity_ties(
       old, w.values)
-  assert architectures.tie_units(spec, w.values) == ref.tie_units(
-      old, w.values)
-  hand = ref.layer_graph(old, w.values, resolution, classes)
+  names = [g.name for g in ref.groups(old)]
+  old_ties = ref.identity_ties(old, w.values)
+  assert architectures.tie_units(spec, w.values) == graph.tie_units(
+      names, old_ties)
+  hand = graph.LayerGraph.build(
+      ref.layers(old, w.values, resolution, classes), names, old_ties)
   c = cost.count(w, resolution, classes)
   assert c.macs == int(hand.macs(np.asarray(w.values, np.int64)))
   assert c.params == sum(l.params for l in hand.layers)
