@@ -2,7 +2,8 @@ r"""The contenders: what the benchmarks time, and the worker program for them.
 
 Each builder returns `(run, info)`: `run(n)` does n steps and returns
 (seconds, images), after the build, compile and warm-up that `info` reports
-(`warmup_s`, parameter count, compiled-program facts `hlo`, ...).
+(`warmup_s`, parameter count, compiled-program facts `hlo`, the analytic
+FLOPs of a step `analytic` for MFU, ...).
 
 * `build_ours`: wt_jax's train step, `train.TrainStep` on a 1-device mesh
   (masked L2 weight decay + SGD Nesterov, `config.train`'s recipe), float32
@@ -12,7 +13,8 @@ Each builder returns `(run, info)`: `run(n)` does n steps and returns
 * `build_ref`: a plain Flax ResNet of the same shape in the form of the flax
   examples/imagenet ResNet (`references.flax_resnet`: nn.Conv/nn.BatchNorm;
   a `jax.jit` train step with optax, flax.training.train_state, no
-  sharding, no donation); its compiled program does the same FLOPs as ours.
+  sharding, no donation), float32 or bfloat16; its compiled program does
+  the same FLOPs as ours.
 * `build_torch`: the same network in PyTorch (`references.torch_resnet`),
   channels_last, eager (torch.compile optional), forward + backward +
   SGD(Nesterov, weight decay).
@@ -54,6 +56,7 @@ DESCRIPTIONS = {
     'torch_1thread': 'PyTorch eager, channels_last, 1 thread',
     'ours_xla_default': 'ours with XLA:CPU default flags (YNN fusions on)',
     'ours_bf16': 'ours with bfloat16 compute',
+    'ref_bf16': 'reference Flax ResNet with bfloat16 compute',
     'pipeline': 'input pipeline: CIFAR-10 JPEGs, augment cifar (+ device put)',
 }
 CIFAR_ZIP = os.environ.get('WT_BENCH_CIFAR_ZIP',
@@ -85,6 +88,24 @@ def random_batch(batch_size, seed=0):
       (batch_size, RESOLUTION, RESOLUTION, 3)).astype(np.float32)
   labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
   return images, labels
+
+
+def analytic_flops(arch, width_mult, batch_size) -> dict:
+  """The analytic work of one train step: 6 x MACs x batch.
+
+  MACs per example from `wt_jax.cost.macs` (every conv and the FC layer at
+  RESOLUTION, NUM_CLASSES); a train step is the forward pass plus the
+  backward pass's two convolutions per layer (`cost.TRAIN_MACS_FACTOR`, 3)
+  at 2 FLOPs per MAC. This is what MFU is computed from: XLA's
+  `cost_analysis()['flops']` is reported beside it, but on GPUs it leaves
+  out the convolutions XLA hands to cuDNN (about 1% of the real work of a
+  ResNet-18 224 step on an H200).
+  """
+  from wt_jax.nets import cost  # pylint: disable=g-import-not-at-top
+  from wt_jax.nets import widths as W  # pylint: disable=g-import-not-at-top
+  macs = cost.macs(W.uniform(arch, width_mult), RESOLUTION, NUM_CLASSES)
+  return dict(macs_per_example=macs,
+              flops_per_step=2 * cost.TRAIN_MACS_FACTOR * macs * batch_size)
 
 
 def hlo_stats(compiled) -> dict:
@@ -167,18 +188,22 @@ def build_ours(arch, width_mult, batch_size, dtype='float32', warmup=2,
                                     'mask': np.ones(batch_size, np.float32)})
   # Compile once through lower() (the executable keeps the donation and the
   # shardings) so its HLO can be inspected without a second compile.
-  compiled = step.jitted.lower(state, batch).compile()
+  compiled = step.jitted.lower(state, batch, None).compile()
   stats = {'ours': hlo_stats(compiled)}
   if ablation:
     # The same step function without donation (and without the explicit
     # shardings): what donating the state costs in the compiled program.
     stats['ours, no donation'] = hlo_stats(
         jax.jit(step.update).lower(state, batch).compile())
-  run, holder = _jax_runner(compiled, state, batch, batch_size, warmup)
+  # The step's third argument: the training split on the devices (None:
+  # the batch holds the images), as it was lowered.
+  run, holder = _jax_runner(lambda s, b: compiled(s, b, None), state, batch,
+                            batch_size, warmup)
   return run, dict(params=_param_count(holder['state'].params),
                    warmup_s=time.perf_counter() - t0,
                    xla_flags=os.environ.get('XLA_FLAGS', ''),
-                   widths=widths.as_dict(), hlo=stats)
+                   widths=widths.as_dict(), hlo=stats,
+                   analytic=analytic_flops(arch, width_mult, batch_size))
 
 
 def _ref_train_step(state, batch):
@@ -211,7 +236,8 @@ def _ref_train_step(state, batch):
   return new_state, metrics
 
 
-def build_ref(arch, width_mult, batch_size, warmup=2, padding='SAME'):
+def build_ref(arch, width_mult, batch_size, dtype='float32', warmup=2,
+              padding='SAME'):
   """(run, info) for the reference Flax ResNet (flax examples/imagenet)."""
   from typing import Any  # pylint: disable=g-import-not-at-top
   from flax.training import train_state  # pylint: disable=g-import-not-at-top
@@ -222,7 +248,9 @@ def build_ref(arch, width_mult, batch_size, warmup=2, padding='SAME'):
   widths = W.uniform(arch, width_mult)
   if widths.spec.net.family.block != 'basic':
     raise ValueError('the reference ResNet has BasicBlocks only')
-  model = references.flax_resnet(widths, jnp.float32, padding)
+  model = references.flax_resnet(
+      widths, {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[dtype],
+      padding)
 
   class TrainState(train_state.TrainState):
     batch_stats: Any
@@ -247,7 +275,8 @@ def build_ref(arch, width_mult, batch_size, warmup=2, padding='SAME'):
   return run, dict(params=_param_count(state.params),
                    warmup_s=time.perf_counter() - t0,
                    xla_flags=os.environ.get('XLA_FLAGS', ''),
-                   hlo={'ref': hlo_stats(step)})
+                   hlo={'ref': hlo_stats(step)},
+                   analytic=analytic_flops(arch, width_mult, batch_size))
 
 
 def build_torch(arch, width_mult, batch_size, compile_model=False, warmup=3,
@@ -374,7 +403,8 @@ def _build(args):
     return build_ours(args.arch, args.width_mult, args.batch,
                       dtype=args.dtype, ablation=args.ablation)
   if args.kind == 'ref':
-    return build_ref(args.arch, args.width_mult, args.batch)
+    return build_ref(args.arch, args.width_mult, args.batch,
+                     dtype=args.dtype)
   if args.kind == 'torch':
     return build_torch(args.arch, args.width_mult, args.batch,
                        compile_model=args.torch_compile,

@@ -78,9 +78,10 @@ def build(widths, batch_size, kind, warmup=2):
   if kind == 'dmcp':
     state = state.replace(step=jax.device_put(np.int32(WARMUP),
                                               state.step.sharding))
-  compiled = step.jitted.lower(state, batch).compile()
+  compiled = step.jitted.lower(state, batch, None).compile()
   # pylint: disable-next=protected-access
-  run, _ = K._jax_runner(compiled, state, batch, batch_size, warmup)
+  run, _ = K._jax_runner(lambda s, b: compiled(s, b, None), state, batch,
+                         batch_size, warmup)
   return run, K.hlo_stats(compiled)
 
 

@@ -13,15 +13,25 @@ when torch is not installed: `pip install -e .[bench]`), ours_xla_default
 (XLA's default YNN fusions), ours_bf16, and the input pipeline (CIFAR-10
 JPEGs, steady state after one epoch; a few batches drained untimed before
 each turn, so the prefetch buffer filled meanwhile does not count).
+ref_bf16 (the reference in bfloat16) runs only when `--contenders` names it;
+`--contenders=ours_bf16,ref_bf16` runs just those two (the accelerator
+check's ResNet-18 224 comparison).
 
 Reported: img/s per contender (median over rounds), the comparisons of
 `COMPARISONS` (`harness.compare`), XLA's cost analysis of the compiled
 programs (FLOPs, bytes, copies, fusions: noise-free), effective cores per
-round, build times, the input pipeline's epoch boundary.
+round, build times, the input pipeline's epoch boundary, and each JAX
+contender's achieved FLOP/s and MFU from the ANALYTIC work of a step, 6 x
+MACs x batch (`contenders.analytic_flops`, MACs from `wt_jax.cost`), over
+`--peak_tflops` (default $PEAK_TFLOPS; none: no MFU column). XLA's
+`cost_analysis()['flops']` is shown beside it, labelled as XLA's count: on
+GPUs it leaves out the convolutions handed to cuDNN (on an H200 it reported
+31 GFLOP for a ResNet-18 224 step, about 1% of the real work).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import contenders as K
@@ -38,6 +48,7 @@ COMPARISONS = (
     ('ours', 'ours_xla_default', 'YNN off (wt_jax default) / XLA default',
      None, True),
     ('ours_bf16', 'ours', 'bfloat16 / float32', None, True),
+    ('ours_bf16', 'ref_bf16', 'ours / reference Flax, bfloat16', 1.0, True),
     ('pipeline', 'ours', 'input pipeline / train step', 2.0, True),
 )
 log = H.logger('train_throughput')
@@ -47,7 +58,8 @@ def worker_specs(arch, width_mult, args, notes):
   """{contender: (contenders.py arguments, YNN setting)} for one network."""
   common = ['--arch', arch, '--width_mult', str(width_mult),
             '--batch', str(args.batch)]
-  specs = {'ours': (['ours', '--ablation'] + common, 'off'),
+  specs = {'ours': (['ours'] + ([] if args.no_ablation else ['--ablation'])
+                    + common, 'off'),
            'ref': (['ref'] + common, 'off')}
   if not args.no_torch:
     if machine.version('torch') == 'not installed':
@@ -64,6 +76,15 @@ def worker_specs(arch, width_mult, args, notes):
     specs['ours_xla_default'] = (['ours'] + common, 'default')
   if not args.no_bf16:
     specs['ours_bf16'] = (['ours'] + common + ['--dtype', 'bfloat16'], 'off')
+    specs['ref_bf16'] = (['ref'] + common + ['--dtype', 'bfloat16'], 'off')
+  if args.contenders:  # only those named (ref_bf16 only when named)
+    wanted = args.contenders.split(',')
+    unknown = sorted(set(wanted) - set(specs) - {'pipeline'})
+    if unknown:
+      raise SystemExit(f'--contenders: unknown or switched off {unknown}; '
+                       f'known: {", ".join(specs)}')
+    return {n: spec for n, spec in specs.items() if n in wanted}
+  specs.pop('ref_bf16', None)
   return specs
 
 
@@ -108,6 +129,7 @@ def render(results, args, notes, pipeline_info, wall_s):
                       f'free (effective cores >= {H.QUIET_CORES})',
       'wall time of this benchmark': f'{wall_s:.0f} s'}, ('setting', 'value'))
   rows, comparisons, hlo, builds = [], [], [], []
+  mfu = mfu_rows(results, args.batch, args.peak_tflops)
   for label, (rates, info) in results.items():
     quiet = H.quiet_rounds(rates.cores)
     for name, r in rates.items():
@@ -118,7 +140,7 @@ def render(results, args, notes, pipeline_info, wall_s):
                    1000 * args.batch / H.median(rates.cpu[name])])
     comparisons += H.compare(rates, COMPARISONS, label)
     for name, i in info.items():
-      hlo += [[label, name if prog == 'ours' else prog,
+      hlo += [[label, name if prog in ('ours', 'ref') else prog,
                f'{h["flops"] / 1e9:.3f}', f'{h["bytes"] / 1e6:.1f}',
                h['copies'], h['fusions'], h.get('ynn_fusions', 0),
                h['convolutions']] for prog, h in i.get('hlo', {}).items()]
@@ -136,13 +158,63 @@ def render(results, args, notes, pipeline_info, wall_s):
       R.table(['network', 'program', 'GFLOP / step', 'MB accessed / step',
                'copy ops', 'fusions', 'of which YNN (kCustom)',
                'convolution ops'], hlo) if hlo else None,
+      mfu_markdown(mfu, args.peak_tflops),
       R.cores_table({label: rates.cores
                      for label, (rates, _) in results.items()}),
       R.table(['network', 'contender', 'build + warm-up s', 'params',
                'threads', 'torch', 'compiled', 'XLA_FLAGS'], builds),
       pipeline_table(results, args, pipeline_info),
       R.table(['note'], [[n] for n in notes]) if notes else None)
-  return text, comparisons
+  return text, comparisons, mfu
+
+
+def mfu_rows(results, batch, peak_tflops):
+  """Per JAX contender: the analytic FLOPs of a step (6 x MACs x batch), the
+  FLOP/s achieved at the median img/s, MFU over `peak_tflops` (None without
+  a peak), and XLA's own count of the compiled step beside it."""
+  rows = []
+  for label, (rates, info) in results.items():
+    for name, r in rates.items():
+      analytic = info.get(name, {}).get('analytic')
+      if not analytic or not r:
+        continue
+      step_s = batch / H.median(r)
+      flops = analytic['flops_per_step']
+      xla = next(iter(info[name].get('hlo', {}).values()), {}).get('flops')
+      rows.append(dict(
+          network=label, contender=name, img_per_s=H.median(r),
+          step_ms=1000 * step_s, macs_per_example=analytic['macs_per_example'],
+          analytic_gflop_per_step=flops / 1e9,
+          achieved_tflops=flops / step_s / 1e12,
+          mfu=flops / step_s / 1e12 / peak_tflops if peak_tflops else None,
+          peak_tflops=peak_tflops or None,
+          xla_gflop_per_step=xla / 1e9 if xla else None,
+          xla_tflops=xla / step_s / 1e12 if xla else None,
+          xla_over_analytic=xla / flops if xla else None))
+  return rows
+
+
+def mfu_markdown(rows, peak_tflops):
+  if not rows:
+    return None
+  head = ('### Achieved FLOP/s and MFU\n\nAnalytic FLOPs of a step: 6 x '
+          'MACs x batch (MACs per example from `wt_jax.cost`); MFU = those '
+          'FLOPs / the step time / ' +
+          (f'{peak_tflops:g} TFLOP/s (the peak given).' if peak_tflops else
+           'the peak (none given: `--peak_tflops` or PEAK_TFLOPS).') +
+          ' XLA\'s count, `cost_analysis()[\'flops\']` of the compiled step, '
+          'is shown beside it: on GPUs it leaves out the convolutions XLA '
+          'hands to cuDNN, so it is not used for MFU.')
+  return head + '\n\n' + R.table(
+      ['network', 'contender', 'img/s', 'ms / step', 'GFLOP / step (analytic)',
+       'TFLOP/s (analytic)', 'MFU', 'GFLOP / step (XLA\'s count)',
+       'XLA\'s count / analytic'],
+      [[r['network'], r['contender'], r['img_per_s'], f"{r['step_ms']:.2f}",
+        f"{r['analytic_gflop_per_step']:.1f}", f"{r['achieved_tflops']:.3g}",
+        f"{100 * r['mfu']:.3g}%" if r['mfu'] is not None else '-',
+        f"{r['xla_gflop_per_step']:.1f}" if r['xla_gflop_per_step'] else '-',
+        f"{r['xla_over_analytic']:.3f}" if r['xla_over_analytic'] else '-']
+       for r in rows])
 
 
 def pipeline_table(results, args, info):
@@ -182,14 +254,23 @@ def main():
                  help='train steps per contender per round')
   p.add_argument('--pipeline_batches', type=int, default=100)
   for flag in ('no_torch', 'no_torch_1thread', 'no_ynn', 'no_bf16',
-               'no_pipeline'):
+               'no_pipeline', 'no_ablation'):
     p.add_argument('--' + flag, action='store_true')
+  p.add_argument('--contenders', default='',
+                 help='run only these (comma list, e.g. ours_bf16,ref_bf16); '
+                 'default: every one not switched off, ref_bf16 excepted')
+  p.add_argument('--peak_tflops', type=float,
+                 default=float(os.environ.get('PEAK_TFLOPS') or 0),
+                 help='the chip\'s peak TFLOP/s for MFU (default '
+                 '$PEAK_TFLOPS; 0: no MFU)')
   p.add_argument('--torch_threads', type=int, default=0,
                  help='torch threads (default: the number of cores)')
   p.add_argument('--torch_compile', action='store_true',
                  help='torch.compile the PyTorch model (off by default)')
   args = H.parse(p, dict(rounds=3, steps=2, pipeline_batches=50),
                  '3 rounds of 2 steps, 50 pipeline batches')
+  if args.contenders and 'pipeline' not in args.contenders.split(','):
+    args.no_pipeline = True
   notes, results, raw, pipeline, pipeline_info = [], {}, {}, None, None
   t_start = time.perf_counter()
   try:
@@ -213,10 +294,17 @@ def main():
   finally:
     if pipeline is not None:
       pipeline.close()
-  text, comparisons = render(results, args, notes, pipeline_info,
-                             time.perf_counter() - t_start)
+  text, comparisons, mfu = render(results, args, notes, pipeline_info,
+                                  time.perf_counter() - t_start)
   H.emit(args, text, {'raw': raw, 'readings': comparisons, 'notes': notes,
-                      'pipeline': pipeline_info, 'args': vars(args)})
+                      'pipeline': pipeline_info, 'mfu': mfu,
+                      'args': vars(args)})
+  if args.contenders:  # the ones asked for by name must all have run
+    lost = [f'{label}: {name}' for name in args.contenders.split(',')
+            for label, (rates, _) in results.items() if name not in rates]
+    if lost:
+      raise SystemExit(f'contenders that did not run: {", ".join(lost)} '
+                       '(see the notes)')
 
 
 if __name__ == '__main__':

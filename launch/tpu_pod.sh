@@ -11,7 +11,10 @@
 #   4. deletes the TPU VM (set KEEP=1 to keep it), also when a step fails
 # Assumes: gcloud is authenticated with a project that has TPU quota; the
 # TFDS data (e.g. imagenet2012) is prepared in a GCS bucket given as
-# TFDS_DATA_DIR=gs://...; WORKDIR is a gs:// path so all hosts share it.
+# TFDS_DATA_DIR=gs://...; WORKDIR is a gs:// path so all hosts share it;
+# the image (VERSION) has a python3 that jax supports (>= 3.11 for jax 0.10,
+# >= 3.12 for jax 0.11; Ubuntu 22.04's own python3 is 3.10). Reading TFDS
+# data needs TensorFlow: the install step adds the `tfds` extra.
 #
 # Usage: TPU_NAME=wt ZONE=us-central2-b ACCEL=v4-32 \
 #        TFDS_DATA_DIR=gs://bucket/tfds WORKDIR=gs://bucket/wt/resnet18 \
@@ -40,8 +43,8 @@ trap cleanup EXIT
 run tar czf /tmp/wt_jax_src.tgz --exclude=.git --exclude='workdir*' --exclude=.venv .
 run gcloud compute tpus tpu-vm scp /tmp/wt_jax_src.tgz "$TPU_NAME":~/ --zone="$ZONE" --worker=all
 install="set -e; mkdir -p ~/wt_jax && tar xzf ~/wt_jax_src.tgz -C ~/wt_jax"
-install+=" && cd ~/wt_jax && pip install -q -U 'jax[tpu]>=0.10,<0.11'"
-install+=" && pip install -q -e ."
+install+=" && cd ~/wt_jax && pip install -q -U 'jax[tpu]>=0.10,<0.12'"
+install+=" && pip install -q -e '.[tfds]'"
 run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all \
   --command="$install"
 

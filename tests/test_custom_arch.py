@@ -209,7 +209,9 @@ def test_morphnet_shrinks_the_custom_net_on_digits(tmp_path):
   """A fixed budget of 60 steps: >= 25% fewer MACs, the task loss falls."""
   c = tiny_config(arch='tiny_res', arch_module='_custom_net')
   c.morphnet.num_steps = 60
-  c.morphnet.strength_knob = 4.0
+  # 6: the learned MACs are 0.36-0.49 of the start over seeds 0-2 (4 gave
+  # 0.74-0.83 once the digits order changed: too close to the bound).
+  c.morphnet.strength_knob = 6.0
   c.morphnet.shrink_to = 0.0
   c.morphnet.export_every = 20
   info = data.dataset_info(c.data)

@@ -31,7 +31,7 @@ def test_tpu_pod_dry_run_prints_every_command_and_runs_none():
   for c in gcloud[1:4]:
     assert '--worker=all' in c
   install = next(a for a in gcloud[2] if a.startswith('--command='))
-  assert "pip install -q -U 'jax[tpu]>=0.10,<0.11'" in install
+  assert "pip install -q -U 'jax[tpu]>=0.10,<0.12'" in install
   job = next(a for a in gcloud[3] if a.startswith('--command='))
   assert 'WT_JAX_DISTRIBUTED=1' in job
   assert 'python -m wt_jax.main --config=configs/resnet18.py' in job

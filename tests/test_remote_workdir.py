@@ -21,6 +21,7 @@ from wt_jax.nets import widths as W
 from wt_jax.optimizers import result as result_lib
 from wt_jax.run import pipeline
 from wt_jax.train import records
+from wt_jax.train import summaries
 
 from _tiny import tiny_config
 
@@ -80,13 +81,13 @@ def test_pipeline_on_a_remote_workdir(tmp_path):
 
 
 def test_metrics_records_on_a_remote_workdir(tmp_path, monkeypatch):
-  # TensorBoard events are written by TF's own GCS client, like orbax's
-  # arrays by tensorstore's: logged here instead (metrics.jsonl is ours).
-  real = records.metric_writers.create_default_writer
-  monkeypatch.setattr(records.metric_writers, 'create_default_writer',
-                      lambda logdir, **kw: real(None, **kw))
+  # TensorBoard events go to a remote workdir only through TF's own GCS
+  # client (like orbax's arrays through tensorstore's): as on a machine
+  # without TF, they are off here (metrics.jsonl is ours).
+  monkeypatch.setattr(summaries, '_writes_remote_files', lambda: False)
   with fake_gcs(str(tmp_path)):
     writer = records.Records('gs://bucket/run', resume_step=0)
+    assert writer.writer is None
     writer.write('train', 1, {'train_loss': 2.0})
     writer.write('train', 2, {'train_loss': 1.5})
     writer.close()

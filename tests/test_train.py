@@ -515,10 +515,11 @@ def _feed_both_blocks(monkeypatch):
   original = train.batches.local_train_batches
 
   def both_blocks(data_config, *, batch_size, seed, start_step, process_index,
-                  process_count):
+                  process_count, **kwargs):
     assert (process_index, process_count) == (0, 1)
     parts = [original(data_config, batch_size=batch_size, seed=seed,
-                      start_step=start_step, process_index=i, process_count=2)
+                      start_step=start_step, process_index=i, process_count=2,
+                      **kwargs)
              for i in range(2)]
     for a, b in zip(*parts):
       yield {k: np.concatenate([a[k], b[k]]) for k in a}

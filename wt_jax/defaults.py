@@ -69,7 +69,11 @@ def data() -> ml_collections.ConfigDict:
   c.split_seed = 0  # fixes the val split and the sample_fraction subset
   c.augment = 'cifar'  # 'cifar', 'imagenet' or 'none'
   c.cache = True
-  c.shuffle_buffer = 10_000
+  c.shuffle_buffer = 10_000  # tf.data path only
+  # 'auto' | 'host' | 'device': a training split that fits in
+  # device_memory_fraction of one device's memory lives there (data/placement.py)
+  c.placement = 'auto'
+  c.device_memory_fraction = 0.25
   return c
 
 
@@ -96,6 +100,9 @@ def train() -> ml_collections.ConfigDict:
   # Train all of an arm's seeds in one jitted step (vmapped over the seed
   # axis; wt_jax/train/seeds.py): on an accelerator, CIFAR-sized nets.
   c.batch_seeds = False
+  # Train steps per jitted call (a lax.scan; log, eval, callback and
+  # checkpoint steps stay exact): 0 = auto, 1 on CPU, 16 on a GPU or TPU.
+  c.steps_per_call = 0
   return c
 
 

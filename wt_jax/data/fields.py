@@ -10,7 +10,13 @@
 | `split_seed` | an integer >= 0 |
 | `augment` | one of `AUGMENTS` |
 | `cache` | True or False |
-| `shuffle_buffer` | an integer >= 1 |
+| `shuffle_buffer` | an integer >= 1 (the tf.data path's shuffle buffer) |
+| `placement` | 'auto', 'host' or 'device' (`placement`) |
+| `device_memory_fraction` | a number in (0, 1]: the share of one device's memory a split placed there may take |
+
+What this machine lacks is refused here too, before any work: a TFDS name
+without `tensorflow_datasets`, and the paths that need TensorFlow (the
+'imagenet' augmentation, an uncached folder) without `tensorflow`.
 
 Messages follow `wt_jax.util.validation`'s one format, as `DataError`:
 `config.data.val_fraction=1.5 is invalid; allowed: a number in [0, 1)`.
@@ -20,12 +26,12 @@ Defaults live in wt_jax/defaults.py.
 """
 import os
 
-import tensorflow_datasets as tfds
-
+from wt_jax.data import tf_support
 from wt_jax.errors import DataError
 from wt_jax.util import validation
 
 AUGMENTS = ('cifar', 'imagenet', 'none')
+PLACEMENTS = ('auto', 'host', 'device')
 FOLDER_PREFIX = 'folder:'
 
 _SOURCES_ALLOWED = "'digits', 'folder:/path' or a TFDS dataset name"
@@ -54,6 +60,23 @@ def validate(data_config) -> None:
   checks.boolean('cache')
   checks.number('shuffle_buffer', 1, integer=True)
   checks.number('split_seed', 0, integer=True)
+  checks.choice('placement', PLACEMENTS)
+  checks.number('device_memory_fraction', 0, 1, lo_open=True)
+  _check_tensorflow(data_config)
+
+
+def _check_tensorflow(data_config) -> None:
+  """DataError when this config needs TensorFlow and it is not installed."""
+  if tf_support.available('tensorflow'):
+    return
+  if data_config.augment == 'imagenet':
+    tf_support.require('tensorflow', "config.data.augment='imagenet' (its "
+                       'random resized crop runs in tf.data)')
+  if (str(data_config.source).startswith(FOLDER_PREFIX) and
+      not data_config.cache):
+    tf_support.require('tensorflow', 'config.data.cache=False with a folder '
+                       'source (streamed through tf.data; cache=True reads '
+                       'it with Pillow)')
 
 
 def require_val_split(data_config, user: str) -> None:
@@ -80,10 +103,12 @@ def _check_source(checks: validation.Fields) -> None:
                   'test/<class>/* (or val/<class>/*) images; folder '
                   f'{root!r} does not exist')
   elif source != 'digits':
+    tf_support.require('tensorflow_datasets',
+                       f'config.data.source={source!r} (a TFDS name)')
     name = source_name(source)
     data_dir = checks.value('data_dir')
     prepared = data_dir and os.path.isdir(os.path.join(data_dir, name))
-    if not prepared and name not in tfds.list_builders(
+    if not prepared and name not in tf_support.tfds().list_builders(
         with_community_datasets=False):
       checks.fail('source', f"{_SOURCES_ALLOWED} (e.g. 'cifar10', "
                   "'imagenet2012', 'imagenette'; see tfds.list_builders())")

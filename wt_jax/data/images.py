@@ -1,9 +1,10 @@
-"""TensorFlow image ops of the input pipeline (graph mode, uint8 in).
+"""TensorFlow image ops of the tf.data input path (graph mode, uint8 in).
 
 * `fit`: shorter side to `size`, center crop size x size. Every image is
   fitted to the fed resolution once, before caching (only variable-size TFDS
   images under 'imagenet' augmentation are kept whole for the random resized
-  crop); `fit_array` does the same to a numpy array of images.
+  crop). Images held in memory as numpy were fitted by Pillow instead
+  (`raw.fit_image`).
 * `cifar_crop_flip` ('cifar' train): reflect-pad by round(size / 8) pixels
   (4 at 32) + random size x size crop + horizontal flip.
 * `random_resized_crop_flip` ('imagenet' train): inception-style random
@@ -16,10 +17,9 @@
 Random ops are stateless, keyed on the `key` they are given. Resizing is
 bilinear in float32 0..255, antialiased except for the train crop.
 """
-import numpy as np
-# TensorFlow is imported only inside wt_jax/data/; wt_jax/data/__init__.py,
-# which Python runs before this module, hides the GPUs from it.
-import tensorflow as tf
+from wt_jax.data import tf_support
+
+tf = tf_support.tensorflow()
 
 EVAL_CROP_FRACTION = 0.875  # 'imagenet' eval: center crop of the shorter side
 
@@ -58,16 +58,6 @@ def fit(image, size):
   fitted = tf.cond(tf.logical_and(h == size, w == size),
                    lambda: tf.cast(image, tf.uint8), resize_and_crop)
   return tf.ensure_shape(fitted, [size, size, 3])
-
-
-def fit_array(images, size):
-  """Fits a uint8 [N, H, W, 3] numpy array to size x size."""
-  if images.shape[1:3] == (size, size):
-    return images
-  ds = tf.data.Dataset.from_tensor_slices(images)
-  ds = ds.map(lambda image: fit(image, size),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  return np.concatenate(list(ds.batch(1024).as_numpy_iterator()))
 
 
 def cifar_crop_flip(image, size, key):

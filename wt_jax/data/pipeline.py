@@ -1,4 +1,9 @@
-"""`make_dataset`: one process's batches of a split, as a tf.data.Dataset.
+"""`make_dataset`: one process's batches of a split.
+
+In-memory splits under 'cifar' or 'none' augmentation are read with numpy
+(`arrays.ArrayStream`, no TensorFlow); everything else goes through tf.data
+(`tf_pipeline`, TensorFlow). Both give the batches below; `as_numpy` iterates
+either.
 
 Augmentation (`config.data.augment`, train streams; see `images`)
 * 'cifar': train = reflect-pad + random crop + horizontal flip; eval = the
@@ -11,14 +16,10 @@ Augmentation (`config.data.augment`, train streams; see `images`)
 Images are then scaled to [0, 1] and normalized per channel with the mean/std
 of `splits.channel_stats`.
 
-Determinism and throughput
---------------------------
-Training order is a seeded full permutation of the shard (for sources
-read at random: digits, folder, cached TFDS), then a seeded `shuffle`
-(reshuffled every epoch, the same
-sequence of orders for the same seed); augmentations use stateless random ops
-keyed on (seed, example index, epoch). No global TF seed is used. All maps
-run in parallel (AUTOTUNE) with deterministic output order, then prefetch.
+Determinism
+-----------
+The order and the augmentations are functions of `seed` alone (see
+`arrays` and `tf_pipeline` for each path's).
 
 Multi-host
 ----------
@@ -39,25 +40,21 @@ number of examples.
 import dataclasses
 
 import numpy as np
-# TensorFlow is imported only inside wt_jax/data/; wt_jax/data/__init__.py,
-# which Python runs before this module, hides the GPUs from it.
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
+from wt_jax.data import arrays
 from wt_jax.data import fields
-from wt_jax.data import images
 from wt_jax.data import sources
 from wt_jax.data import splits
+from wt_jax.data import tf_support
 from wt_jax.errors import DataError
 from wt_jax.util import validation
-
-AUTOTUNE = tf.data.AUTOTUNE
 
 
 @dataclasses.dataclass(frozen=True)
 class _Shard:
   """This process's share of a split."""
   indices: np.ndarray  # the sorted raw indices this process reads
+  positions: np.ndarray  # their positions in the split
   fewest: int  # examples of the smallest process block
   most: int  # examples of the largest process block
   batch: int  # the per-process batch size
@@ -65,8 +62,10 @@ class _Shard:
 
 def make_dataset(data_config, split: str, *, batch_size: int, seed: int,
                  train: bool, process_index: int = 0, process_count: int = 1,
-                 num_epochs=None, drop_remainder: bool = True):
-  """This process's batches of a split as a tf.data.Dataset.
+                 num_epochs=None, drop_remainder: bool = True,
+                 positions: bool = False):
+  """This process's batches of a split: an `arrays.ArrayStream` or a
+  tf.data.Dataset (iterate either with `as_numpy`).
 
   Args:
     data_config: `config.data`.
@@ -83,9 +82,12 @@ def make_dataset(data_config, split: str, *, batch_size: int, seed: int,
     num_epochs: see `train`.
     drop_remainder: finite training streams only: drop (True) or pad and mask
       (False) the last partial batch. Evaluation always pads.
+    positions: in-memory splits only (`in_memory`): yield each example's
+      position in the split and its draws instead of its image, for a device
+      that holds the split (`placement`).
 
   Returns:
-    A dataset of {'image': float32 [B, R, R, 3] normalized, 'label': int32
+    Batches of {'image': float32 [B, R, R, 3] normalized, 'label': int32
     [B], 'mask': float32 [B]} with static shapes, B = per-process batch.
   """
   dc = data_config
@@ -95,30 +97,45 @@ def make_dataset(data_config, split: str, *, batch_size: int, seed: int,
   source = sources.get_source(dc)
   resolution = splits.fed_resolution(dc, source)
   shard = _shard(dc, split, train, batch_size, process_index, process_count)
-  store = _stored_size(dc, source, resolution)
-  indices = shard.indices
-  if train and source.random_access(store, dc.cache):
-    # A full, seeded permutation first: raw splits can be sorted by class
-    # (folder sources are), which a shuffle buffer smaller than the split
-    # would leave as class-by-class batches.
-    indices = np.random.default_rng(seed).permutation(indices)
-  raw_split = 'test' if split == 'test' else 'train'
-  # Whole variable-size TFDS images, uncached, under the inception crop:
-  # each JPEG decodes only its crop window (images.py).
-  encoded = (train and dc.augment == 'imagenet' and store is None and
-             not dc.cache and hasattr(source, 'encoded_examples'))
-  ds = (source.encoded_examples(raw_split, indices) if encoded else
-        source.examples(raw_split, indices, store, dc.cache))
+  store = stored_size(dc, source, resolution)
   mean, std = splits.channel_stats(dc, source, resolution)
-  if train:
-    ds = _train_stream(ds, dc, shard, seed, resolution, mean, num_epochs,
-                       drop_remainder, encoded)
-  else:
-    ds = _eval_stream(ds, dc.augment, shard, resolution, mean, num_epochs)
-  ds = _normalize(ds, mean, std)
-  options = tf.data.Options()
-  options.deterministic = True
-  return ds.with_options(options).prefetch(AUTOTUNE)
+  raw_split = 'test' if split == 'test' else 'train'
+  if in_memory(dc, source, raw_split, store):
+    indices = splits.split_indices(dc)[split]
+    stream = arrays.ArrayStream(
+        images=source.images(raw_split, indices, store),
+        labels=source.labels(raw_split)[indices], block=shard.positions,
+        batch=shard.batch, augment=dc.augment, mean=mean, std=std,
+        positions=positions)
+    if not train:
+      total = -(-shard.most // shard.batch) * shard.batch
+      return dataclasses.replace(stream, padded=total - len(shard.indices),
+                                 repeat=num_epochs or 1)
+    stream = dataclasses.replace(stream, seed=int(seed),
+                                 num_epochs=num_epochs)
+    if num_epochs is None:
+      return stream
+    if drop_remainder:
+      return dataclasses.replace(
+          stream, limit=num_epochs * shard.fewest // shard.batch)
+    total = -(-num_epochs * shard.most // shard.batch) * shard.batch
+    return dataclasses.replace(stream,
+                               padded=total - num_epochs * len(shard.indices))
+  if positions:
+    raise ValueError('positions=True needs an in-memory split (`in_memory`)')
+  from wt_jax.data import tf_pipeline  # pylint: disable=g-import-not-at-top
+  return tf_pipeline.dataset(
+      source, dc, shard, split=split, train=train, seed=seed,
+      resolution=resolution, store=store, mean=mean, std=std,
+      num_epochs=num_epochs, drop_remainder=drop_remainder)
+
+
+def in_memory(data_config, source, raw_split: str, store) -> bool:
+  """True when `make_dataset` reads this raw split from memory with numpy
+  (`arrays`): the augmentation is one `arrays` makes, and the source holds
+  the split decoded at the fed resolution."""
+  return (data_config.augment in arrays.AUGMENTS and store is not None and
+          source.in_memory(raw_split, store, data_config.cache))
 
 
 def preload(data_config, split_names=splits.SPLITS) -> int:
@@ -131,13 +148,16 @@ def preload(data_config, split_names=splits.SPLITS) -> int:
   """
   dc = data_config
   source = sources.get_source(dc)
-  store = _stored_size(dc, source, splits.fed_resolution(dc, source))
+  store = stored_size(dc, source, splits.fed_resolution(dc, source))
   count = 0
   for split in split_names:
     indices = splits.split_indices(dc)[split]
+    raw_split = 'test' if split == 'test' else 'train'
     if len(indices):
-      source.examples('test' if split == 'test' else 'train', indices,
-                      store, dc.cache)
+      if in_memory(dc, source, raw_split, store):
+        source.images(raw_split, indices, store)
+      else:
+        source.examples(raw_split, indices, store, dc.cache)
       count += len(indices)
   return count
 
@@ -172,118 +192,31 @@ def _shard(data_config, split, train, batch_size, process_index,
                     f'{data_config.source!r} is empty (config.data.'
                     f'val_fraction={data_config.val_fraction!r}); use '
                     'val_fraction > 0 for a val split.')
-  blocks = np.array_split(indices, process_count)
+  blocks = np.array_split(np.arange(len(indices)), process_count)
   fewest, most = min(map(len, blocks)), max(map(len, blocks))
   if train and fewest == 0:
     raise DataError(f'split {split!r} has {len(indices)} examples, fewer than '
                     f'process_count={process_count}: some process would have '
                     'no training data.')
-  return _Shard(blocks[process_index], fewest, most,
+  block = blocks[process_index]
+  return _Shard(indices[block], block, fewest, most,
                 batch_size // process_count)
 
 
-def _stored_size(data_config, source, resolution):
+def stored_size(data_config, source, resolution):
   """The side images are decoded (and cached) at; None = whole images.
 
   Images are fitted to the fed resolution once, except for the 'imagenet'
   random resized crop of TFDS data, which crops from the native image.
   """
-  if data_config.augment == 'imagenet' and isinstance(source,
-                                                      sources.TfdsSource):
+  if (data_config.augment == 'imagenet' and
+      not isinstance(source, (sources.DigitsSource, sources.FolderSource))):
     return source.native_resolution if source.fixed_size else None
   return resolution
 
 
-def _train_stream(ds, data_config, shard, seed, resolution, mean, num_epochs,
-                  drop_remainder, encoded=False):
-  """Shuffled, augmented, repeated batches (finite with `num_epochs`);
-  `encoded`: the examples' images are still encoded bytes."""
-  n = len(shard.indices)
-  ds = ds.shuffle(min(data_config.shuffle_buffer, n), seed=seed,
-                  reshuffle_each_iteration=True)
-  ds = ds.repeat(num_epochs).enumerate()
-  ds = ds.map(_augmenter(data_config.augment, seed, n, resolution, encoded),
-              num_parallel_calls=AUTOTUNE)
-  if num_epochs is None:
-    return ds.batch(shard.batch, drop_remainder=True)
-  if drop_remainder:
-    ds = ds.batch(shard.batch, drop_remainder=True)
-    return ds.take(num_epochs * shard.fewest // shard.batch)
-  total = -(-num_epochs * shard.most // shard.batch) * shard.batch
-  ds = _pad(ds, total - num_epochs * n, resolution, mean)
-  return ds.batch(shard.batch, drop_remainder=True)
-
-
-def _augmenter(augment, seed, n, resolution, encoded=False):
-  """The map of (position in the stream, example) to an augmented example.
-
-  The random key is (seed, raw index) folded with the epoch, position // n.
-  `encoded` ('imagenet' only): decode each image's crop window.
-  """
-  def augment_example(position, ex):
-    key = tf.random.experimental.stateless_fold_in(
-        tf.stack([tf.constant(seed, tf.int64), ex['index']]), position // n)
-    image = ex['image']
-    if encoded:
-      image = images.decode_random_resized_crop_flip(image, resolution, key)
-    elif augment == 'cifar':
-      image = images.cifar_crop_flip(image, resolution, key)
-    elif augment == 'imagenet':
-      image = images.random_resized_crop_flip(image, resolution, key)
-    else:
-      image = images.fit(image, resolution)
-    return _output(image, ex['label'], 1.0, resolution)
-
-  return augment_example
-
-
-def _eval_stream(ds, augment, shard, resolution, mean, num_epochs):
-  """Fixed-order batches, the last one padded; `num_epochs` passes."""
-  def preprocess(ex):
-    image = ex['image']
-    if augment == 'imagenet':
-      image = images.center_crop(image, resolution)
-    else:
-      image = images.fit(image, resolution)
-    return _output(image, ex['label'], 1.0, resolution)
-
-  ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
-  total = -(-shard.most // shard.batch) * shard.batch
-  ds = _pad(ds, total - len(shard.indices), resolution, mean)
-  ds = ds.batch(shard.batch, drop_remainder=True)
-  if num_epochs is not None and num_epochs > 1:
-    ds = ds.repeat(num_epochs)
-  return ds
-
-
-def _normalize(ds, mean, std):
-  """Scales whole batches to [0, 1] and normalizes (cheaper than per image)."""
-  scale = tf.constant(1.0 / (255.0 * np.array(std)), tf.float32)
-  shift = tf.constant(np.array(mean) / np.array(std), tf.float32)
-  return ds.map(lambda batch: {**batch,
-                               'image': batch['image'] * scale - shift},
-                num_parallel_calls=AUTOTUNE)
-
-
-def _output(image, label, mask, resolution):
-  """One example before normalization: image float32 in 0..255."""
-  return {'image': tf.ensure_shape(tf.cast(image, tf.float32),
-                                   [resolution, resolution, 3]),
-          'label': tf.cast(label, tf.int32),
-          'mask': tf.constant(mask, tf.float32)}
-
-
-def _pad(ds, count, resolution, mean):
-  """Appends `count` padding examples: mask 0, label 0, image 0 once
-  normalized."""
-  if count <= 0:
-    return ds
-  image = tf.broadcast_to(tf.constant(mean, tf.float32) * 255.0,
-                          [resolution, resolution, 3])
-  padding = _output(image, 0, 0.0, resolution)
-  return ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(count))
-
-
 def as_numpy(ds):
-  """An iterator of dicts of numpy arrays over a dataset."""
-  return iter(tfds.as_numpy(ds))
+  """An iterator of dicts of numpy arrays over `make_dataset`'s batches."""
+  if isinstance(ds, arrays.ArrayStream):
+    return iter(ds)
+  return iter(tf_support.tfds().as_numpy(ds))

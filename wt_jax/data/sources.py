@@ -18,6 +18,8 @@
   file raises `DataError` naming it), and, with `config.data.cache`, kept in
   memory as uint8 (resolution x resolution); without it, images are decoded
   again each epoch. Meant for small and medium datasets; use TFDS at ImageNet scale.
+  A folder is decoded with Pillow (in parallel threads); only an uncached
+  folder is streamed through tf.data and needs TensorFlow.
 * 'digits': scikit-learn's bundled 8x8 handwritten digits (1,797 images,
   10 classes, no download), split once into train (1,437) and test (360) by a
   fixed stratified split (`random_state=0`). Pixel values 0..16 are scaled to
@@ -33,10 +35,14 @@ has the same interface:
   side of the first train image; digits: 8);
 * `labels(split)`: the int labels of a raw split ('train' or 'test') in its
   canonical order;
-* `examples(split, indices, size, cache)`: a tf.data.Dataset of
+* `images(split, indices, size)`: the uint8 [len(indices), size, size, 3]
+  numpy images of those raw indices, fitted to size x size (digits and
+  folders: Pillow, `raw.fit_image`, no TensorFlow; decoded images are kept
+  in memory, each decoded once per process);
+* `examples(split, indices, size, cache)` (TensorFlow): a tf.data.Dataset of
   {'image': uint8 [H, W, 3], 'label': int32, 'index': int64 (raw index)} for
-  the given raw indices; images fitted to size x size (`images.fit`), or
-  left at their own size when `size` is None;
+  the given raw indices; images fitted to size x size, or left at their own
+  size when `size` is None (TFDS, uncached folders);
 * `random_access(size, cache)`: True when `examples` yields the indices in
   the order given (else they must be sorted and come in file order).
 
@@ -46,29 +52,27 @@ that decodes only its window of each JPEG.
 
 Decoded images are cached in memory when `cache` is set and the decoded split
 fits in half the host memory (digits always is). `get_source` memoizes the
-source objects per process (`clear_cache()` forgets them).
+source objects per process (`clear_cache()` forgets them). A TFDS name
+needs `tensorflow_datasets` (a `DataError` names it when it is missing);
+digits and folders need neither TensorFlow nor TFDS.
 """
+import concurrent.futures
 import os
 
 import numpy as np
 from PIL import Image
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
-# TensorFlow is imported only inside wt_jax/data/; wt_jax/data/__init__.py,
-# which Python runs before this module, hides the GPUs from it.
-import tensorflow as tf
 
 from wt_jax.data import fields
-from wt_jax.data import images as image_ops
+from wt_jax.data import raw
+from wt_jax.data import tf_support
 from wt_jax.data.raw import fits_in_memory
-from wt_jax.data.raw import in_memory_examples
 from wt_jax.data.raw import source_error
-from wt_jax.data.tfds_source import TfdsSource
 from wt_jax.errors import DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')  # those of tfds ImageFolder
-
-AUTOTUNE = tf.data.AUTOTUNE
+DECODE_THREADS = min(16, os.cpu_count() or 1)  # Pillow decodes without the GIL
 
 
 class DigitsSource:
@@ -97,14 +101,21 @@ class DigitsSource:
     del size, cache
     return True
 
-  def examples(self, split, indices, size, cache):
-    del cache  # always in memory
+  def in_memory(self, split, size, cache) -> bool:
+    del split, size, cache
+    return True
+
+  def images(self, split, indices, size):
     size = size or self.native_resolution
     if (split, size) not in self._resized:
-      self._resized[split, size] = image_ops.fit_array(self._images[split],
-                                                       size)
-    return in_memory_examples(self._resized[split, size], self._labels[split],
-                               indices)
+      self._resized[split, size] = raw.fit_array(self._images[split], size)
+    return self._resized[split, size][np.asarray(indices, np.int64)]
+
+  def examples(self, split, indices, size, cache):
+    del cache  # always in memory
+    return tf_support.in_memory_examples(
+        self.images(split, np.arange(len(self._labels[split])), size),
+        self._labels[split], indices)
 
 
 class FolderSource:
@@ -196,24 +207,32 @@ class FolderSource:
     del size, cache
     return True
 
-  def _load(self, path, size):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
-                               dtype=tf.uint8, expand_animations=False)
-    return image if size is None else image_ops.fit(image, size)
+  def in_memory(self, split, size, cache) -> bool:
+    """True when the split is (to be) decoded into memory: `cache` and it
+    fits in half the host memory."""
+    size = size or self.native_resolution
+    return bool(cache) and fits_in_memory(
+        len(self._paths[split]) * size * size * 3)
+
+  def _read(self, path, size):
+    """One file, fitted (None: undecodable)."""
+    try:
+      with Image.open(path) as image:
+        return raw.fit_image(image, size)
+    except Exception:  # pylint: disable=broad-except
+      return None
 
   def _decode(self, split, indices, size):
-    """Decodes the images `indices` of a raw split; DataError names bad
-    files. Returns uint8 [len(indices), size, size, 3]."""
+    """Decodes the images `indices` of a raw split with Pillow; DataError
+    names bad files. Returns uint8 [len(indices), size, size, 3]."""
     paths = self._paths[split][indices]
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
-    ds = ds.map(lambda i, p: (i, self._load(p, size)),
-                num_parallel_calls=AUTOTUNE)
-    ds = ds.ignore_errors().batch(1024).prefetch(2)
     images = np.empty((len(paths), size, size, 3), np.uint8)
     seen = np.zeros(len(paths), bool)
-    for index, batch in ds.as_numpy_iterator():
-      seen[index] = True
-      images[index] = batch
+    with concurrent.futures.ThreadPoolExecutor(DECODE_THREADS) as pool:
+      for i, image in enumerate(pool.map(lambda p: self._read(p, size),
+                                         paths, chunksize=64)):
+        if image is not None:
+          images[i], seen[i] = image, True
     bad = paths[~seen]
     if len(bad):
       listed = ', '.join(bad[:5]) + (', ...' if len(bad) > 5 else '')
@@ -240,24 +259,36 @@ class FolderSource:
       have[missing] = True
     return store
 
+  def images(self, split, indices, size):
+    size = size or self.native_resolution
+    indices = np.asarray(indices, np.int64)
+    return self._cached(split, indices, size)[indices]
+
   def examples(self, split, indices, size, cache):
     size = size or self.native_resolution
     indices = np.asarray(indices, np.int64)
-    num_bytes = len(self._paths[split]) * size * size * 3
-    if cache and fits_in_memory(num_bytes):
-      return in_memory_examples(self._cached(split, indices, size),
-                                 self._labels[split], indices)
+    if self.in_memory(split, size, cache):
+      return tf_support.in_memory_examples(
+          self._cached(split, indices, size), self._labels[split], indices)
     unchecked = np.setdiff1d(indices, self._validated.get(split, []))
     if len(unchecked):  # validate once, then decode on the fly each epoch
       self._decode(split, unchecked, size)
       self._validated[split] = np.union1d(self._validated.get(split, []),
                                           unchecked)
+    tf = tf_support.tensorflow()
+    from wt_jax.data import images as image_ops  # pylint: disable=g-import-not-at-top
+
+    def load(path):
+      image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                                 dtype=tf.uint8, expand_animations=False)
+      return image_ops.fit(image, size)
+
     ds = tf.data.Dataset.from_tensor_slices(
         (self._paths[split][indices], self._labels[split][indices], indices))
-    return ds.map(lambda p, l, i: {'image': self._load(p, size),
+    return ds.map(lambda p, l, i: {'image': load(p),
                                    'label': tf.cast(l, tf.int32),
                                    'index': tf.cast(i, tf.int64)},
-                  num_parallel_calls=AUTOTUNE)
+                  num_parallel_calls=tf.data.AUTOTUNE)
 
 
 _SOURCES = {}
@@ -273,7 +304,10 @@ def get_source(data_config):
     elif source.startswith(fields.FOLDER_PREFIX):
       _SOURCES[key] = FolderSource(source)
     else:
-      _SOURCES[key] = TfdsSource(source, data_config.data_dir)
+      tf_support.require('tensorflow_datasets',
+                         f'config.data.source={source!r} (a TFDS name)')
+      from wt_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+      _SOURCES[key] = tfds_source.TfdsSource(source, data_config.data_dir)
   return _SOURCES[key]
 
 

@@ -137,10 +137,10 @@ def channel_stats(data_config, source, resolution):
     pool = split_indices(data_config)['pool']
     count = min(len(pool), STATS_EXAMPLES)
     picks = np.unique(np.linspace(0, len(pool) - 1, count).astype(int))
-    ds = source.examples('train', pool[picks], resolution, data_config.cache)
     total, total_sq, count = np.zeros(3), np.zeros(3), 0
-    for batch in ds.map(lambda ex: ex['image']).batch(512).as_numpy_iterator():
-      pixels = batch.reshape(-1, 3).astype(np.float64) / 255.0
+    for chunk in np.array_split(pool[picks], -(-len(picks) // 512)):
+      pixels = source.images('train', chunk, resolution).reshape(-1, 3)
+      pixels = pixels.astype(np.float64) / 255.0
       total += pixels.sum(0)
       total_sq += (pixels**2).sum(0)
       count += len(pixels)

@@ -8,14 +8,14 @@ is decoded once per process into memory; otherwise each call reads the
 smallest TFDS slice covering the requested indices.
 """
 import numpy as np
-# TensorFlow is imported only inside wt_jax/data/ (see __init__.py).
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from wt_jax.data import images as image_ops
+from wt_jax.data import tf_support
 from wt_jax.data.raw import fits_in_memory
-from wt_jax.data.raw import in_memory_examples
 from wt_jax.data.raw import source_error
+
+tf = tf_support.tensorflow()
+tfds = tf_support.tfds()
 
 # Datasets TFDS cannot download: their archives must be fetched by hand.
 MANUAL_DOWNLOAD = {
@@ -125,14 +125,16 @@ class TfdsSource:
       self._decoded[split, size] = images
     return self._decoded[split, size]
 
-  def _in_memory(self, split, size, cache) -> bool:
+  def in_memory(self, split, size, cache) -> bool:
+    """True when the raw split is decoded whole into memory: `cache`, a
+    fixed `size` and it fits in half the host memory."""
     n_raw = len(self.labels(split))
     return bool(cache and size is not None and
                 fits_in_memory(n_raw * size * size * 3))
 
   def random_access(self, size, cache) -> bool:
     """In memory, any order; a read of TFDS slices comes in file order."""
-    return self._in_memory('train', size, cache)
+    return self.in_memory('train', size, cache)
 
   def examples(self, split, indices, size, cache):
     """From memory when it fits, else a read of the slice covering indices.
@@ -143,15 +145,24 @@ class TfdsSource:
     smallest TFDS slice covering `indices`, keeps those examples and decodes
     them; whole variable-size images are then cached by tf.data if they fit.
     """
-    if self._in_memory(split, size, cache):
-      return in_memory_examples(self._decode_split(split, size),
-                                 self.labels(split), indices)
+    if self.in_memory(split, size, cache):
+      return tf_support.in_memory_examples(self._decode_split(split, size),
+                                            self.labels(split), indices)
     ds = self.encoded_examples(split, indices)
     ds = ds.map(self._decode_fit(size), num_parallel_calls=AUTOTUNE)
     side = size or 500  # a guess for variable-size images
     if cache and fits_in_memory(len(indices) * side * side * 3):
       ds = ds.cache()
     return ds
+
+  def images(self, split, indices, size):
+    """uint8 [len(indices), size, size, 3] of those raw indices: from the
+    decoded split when it is in memory, else decoded now."""
+    indices = np.asarray(indices, np.int64)
+    if self.in_memory(split, size, True):
+      return self._decode_split(split, size)[indices]
+    ds = self.examples(split, indices, size, False).map(lambda ex: ex['image'])
+    return np.concatenate(list(ds.batch(1024).as_numpy_iterator()))
 
   def encoded_examples(self, split, indices):
     """`examples` of `indices` with 'image' the encoded bytes (undecoded):

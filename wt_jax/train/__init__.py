@@ -46,7 +46,7 @@ Modules, in the order a run uses them:
 | `loop` | `train_and_evaluate`: set-up, then the one `for step` loop |
 | `seeds` | `train_and_evaluate_seeds`: the loop over `SeedsStep` (vmapped) |
 """
-import importlib
+from wt_jax.util import lazy
 
 # Each public name and the module that defines it, imported on first use:
 # importing one module of this package (say `checkpoints`) does not import
@@ -80,6 +80,7 @@ _EXPORTS = {
     'SCHEDULES': 'wt_jax.train.recipe',
     'seeds_batch_sharding': 'wt_jax.train.sharding',
     'SeedsStep': 'wt_jax.train.seeds',
+    'stacked_batch_sharding': 'wt_jax.train.sharding',
     'state_structure': 'wt_jax.train.checkpoints',
     'steps_per_epoch': 'wt_jax.train.batches',
     'STRUCTURE_FILE': 'wt_jax.train.paths',
@@ -94,20 +95,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-  if name in _EXPORTS:
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-  else:  # a module of this package, `train.batches`
-    try:
-      value = importlib.import_module(f'{__name__}.{name}')
-    except ModuleNotFoundError as e:
-      if e.name != f'{__name__}.{name}':
-        raise
-      raise AttributeError(
-          f'module {__name__!r} has no attribute {name!r}') from None
-  globals()[name] = value
-  return value
-
-
-def __dir__():
-  return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy.face(__name__, _EXPORTS, globals())

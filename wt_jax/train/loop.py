@@ -44,13 +44,14 @@ import contextlib
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
 import jax
 import numpy as np
 
 from wt_jax import data
+from wt_jax.data import placement
 from wt_jax.nets import cost
 from wt_jax.nets import models
 from wt_jax.nets.widths import Widths
@@ -104,7 +105,9 @@ def train_and_evaluate(config, widths: Widths, workdir: Optional[str], *,
       evaluator.Evaluator(model, mesh, data_config, eval_split,
                           plan.eval_batch_size),
       functools.partial(batches.device_batches, mesh, data_config,
-                        plan.batch_size, seed), eval_split, callback)
+                        plan.batch_size, seed,
+                        positions=train_step.feed is not None),
+      eval_split, callback)
   (final,) = program.train(widths, info, t_enter)
   return final
 
@@ -124,7 +127,7 @@ def build(config, widths: Widths, data_config, train_config, seed: int,
       model, train_config, mesh, seed=seed,
       image_shape=(info.resolution, info.resolution, info.channels),
       total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
-      **hooks)
+      feed=placement.place_train_split(mesh, data_config), **hooks)
   return info, plan, train_step
 
 
@@ -138,7 +141,8 @@ class Program:
   view of a state as seeds: `stack` (restored single-seed states -> the
   state), `unstack` (-> the state a seed's checkpoint holds), `seed_means`
   (each seed's train metrics). `evaluate.each` gives each seed's eval
-  metrics; `batches(start_step)` the device batches from that step on;
+  metrics; `batches(start_step)` the `batches.Feeder` of the device batches
+  from that step on;
   `callback` (one seed only) as in the module docstring; `final_extra` is
   added to each seed's final metrics.
   """
@@ -147,7 +151,7 @@ class Program:
   plan: Plan
   workdirs: Sequence[Optional[str]]
   evaluate: evaluator.Evaluator
-  batches: Callable[[int], Iterator[dict]]
+  batches: Callable[[int], batches.Feeder]
   eval_split: str = 'test'
   callback: Optional[Callback] = None
   final_extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -244,16 +248,22 @@ class _Loop:
       self.clock.parts['checkpoint'] += c.close_seconds
     return state, results
 
-  def run(self, state: TrainState, inputs, start_step: int,
+  def run(self, state: TrainState, inputs: batches.Feeder, start_step: int,
           last_step: int) -> TrainState:
-    """Steps start_step + 1 .. last_step (fewer if the callback stops)."""
+    """Steps start_step + 1 .. last_step (fewer if the callback stops), in
+    calls of `plan.chunk` steps: the body below runs after each call, whose
+    last step is the only one where something can happen."""
     p, plan, step = self.program, self.program.plan, start_step
     try:
-      for step in range(start_step + 1, last_step + 1):
-        with self.clock.part('first_step', when=step == start_step + 1):
-          state = p.step_fn(state, next(inputs))
+      while step < last_step:
+        k = plan.chunk(step, last_step, callback=p.callback is not None,
+                       checkpoints=any(self.ckpts))
+        with self.clock.part('first_step', when=step == start_step):
+          state = (p.step_fn(state, inputs.take(1)) if k == 1 else
+                   p.step_fn.run(state, inputs.take(k)))
+        step += k
         for progress in self.progress:
-          progress.examples_seen += plan.batch_size
+          progress.examples_seen += plan.batch_size * k
         is_last, stopped = step == last_step, False
         if logged := plan.is_log(step, is_last):
           state = self.log_train(state, step)

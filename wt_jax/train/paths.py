@@ -3,7 +3,8 @@
 * `workdir/metrics.jsonl`: one JSON record per line (`records`);
 * `workdir/checkpoints/`: orbax checkpoints (`checkpoints`), with
   `workdir/checkpoints/structure.json` describing the run they belong to;
-* TensorBoard summaries: clu writes them into `workdir` itself.
+* TensorBoard summaries: `events.out.tfevents.*` files directly in
+  `workdir` (`summaries`, tensorboard's own event writer).
 
 The names are `wt_jax.util.workdir`'s (the whole layout, in one place).
 """

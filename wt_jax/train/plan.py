@@ -3,12 +3,23 @@ when (log, evaluate, call back, save), from `config.train` and the mesh.
 
 The batch sizes follow `validation.batch_size` (split evenly over the
 devices and processes), the length `length.run_length`.
+
+Steps per call: the loop runs up to `steps_per_call` steps in one jitted
+call (`chunk`), never past a step where something happens (a log, eval,
+callback or checkpoint step, or the last), and in powers of two, so a run
+compiles at most log2(steps_per_call) + 1 programs. The chunks are a
+function of the step alone: a run resumed from a checkpoint (always a
+chunk's end) makes the calls the uninterrupted run made.
 """
 from __future__ import annotations
 
 import dataclasses
 
+from absl import logging
 import jax
+
+AUTO_STEPS_PER_CALL = {'cpu': 1}  # other platforms: ACCELERATOR_STEPS_PER_CALL
+ACCELERATOR_STEPS_PER_CALL = 16
 
 from wt_jax.train.length import run_length
 from wt_jax.util import validation
@@ -25,6 +36,7 @@ class Plan:
   eval_every: int
   checkpoint_every: int
   callback_every: int
+  steps_per_call: int = 1
 
   @classmethod
   def create(cls, train_config, num_train: int, num_devices: int,
@@ -45,7 +57,8 @@ class Plan:
                log_every=max(1, int(train_config.log_every)),
                eval_every=int(train_config.eval_every),
                checkpoint_every=int(train_config.checkpoint_every),
-               callback_every=int(callback_every))
+               callback_every=int(callback_every),
+               steps_per_call=steps_per_call(train_config))
 
   def is_log(self, step: int, is_last: bool) -> bool:
     return step % self.log_every == 0 or is_last
@@ -60,3 +73,32 @@ class Plan:
   def is_checkpoint(self, step: int, is_last: bool, stopped: bool) -> bool:
     return is_last or stopped or (self.checkpoint_every > 0 and
                                   step % self.checkpoint_every == 0)
+
+  def chunk(self, step: int, last_step: int, *, callback: bool,
+            checkpoints: bool) -> int:
+    """How many steps the call after `step` runs: up to the next step
+    where something happens, at most `steps_per_call`, a power of two."""
+    periods = [self.log_every]
+    if self.eval_every > 0:
+      periods.append(self.eval_every)
+    if callback and self.callback_every > 0:
+      periods.append(self.callback_every)
+    if checkpoints and self.checkpoint_every > 0:
+      periods.append(self.checkpoint_every)
+    nearest = min([last_step] + [(step // p + 1) * p for p in periods])
+    room = min(nearest - step, self.steps_per_call)
+    return 1 << (max(room, 1).bit_length() - 1)
+
+
+def steps_per_call(train_config) -> int:
+  """`config.train.steps_per_call`, 0 resolved for this platform."""
+  value = int(train_config.get('steps_per_call', 0))
+  backend = jax.default_backend()
+  if value > 1 and backend == 'cpu':
+    logging.warning(
+        'config.train.steps_per_call=%d on CPU: XLA:CPU runs the '
+        'convolutions of a scanned step about 35x slower than a single '
+        "step's (ResNet-20, bench/seeds_step.py); 0 (auto) is 1 here.", value)
+  if value:
+    return value
+  return AUTO_STEPS_PER_CALL.get(backend, ACCELERATOR_STEPS_PER_CALL)

@@ -48,6 +48,7 @@ def validate(train_config) -> None:
     f.number(field, 0, integer=True)
   f.number('keep_checkpoints', 1, integer=True)
   f.boolean('batch_seeds')
+  f.number('steps_per_call', 0, integer=True, note='0 = auto')
 
 
 def derive_train_config(train_config, **overrides):

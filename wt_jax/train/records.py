@@ -2,8 +2,10 @@
 
 * `Records(workdir, resume_step)`: `workdir/metrics.jsonl` (one JSON record
   per line: kind 'train' | 'eval' | 'callback' | 'final', step, values) and
-  TensorBoard summaries (clu `create_default_writer`). Only process 0
-  writes files; `workdir=None` writes none.
+  TensorBoard scalars (`summaries`: tensorboard's own event writer, no
+  TensorFlow or clu needed) in `workdir` itself. Only process 0 writes
+  files; `workdir=None` writes none.
+* `parameter_table`: the parameters' names, shapes, dtypes and sizes.
 * `Clock`: the training loop's wall time without evaluations, img/s between
   log steps and the ETA.
 * `log_start`, `log_train`, `log_final`: the progress lines (absl logging,
@@ -18,19 +20,20 @@ import time
 from typing import Any, Mapping, Optional
 
 from absl import logging
-from clu import metric_writers
-from clu import parameter_overview
-from etils import epath
 import jax
 import numpy as np
 
 from wt_jax.nets.widths import Widths
 from wt_jax.train import paths
+from wt_jax.train import summaries
 from wt_jax.util import files
 
 
 class Records:
-  """metrics.jsonl (process 0) + TensorBoard scalars via a clu writer.
+  """metrics.jsonl and TensorBoard scalars (process 0); scalars logged.
+
+  Scalar values are also logged at INFO level (`[step] name=value, ...`) on
+  every process, as clu's default writer did.
 
   Local files are appended to; remote ones (gs://...), which cannot be
   appended to, are rewritten whole (atomically) at each record. A resumed
@@ -43,16 +46,17 @@ class Records:
                  if workdir and self.primary else None)
     self.remote = bool(self.path) and '://' in self.path
     self.lines = []
-    self.writer = metric_writers.create_default_writer(
-        workdir if workdir else None, just_logging=not self.primary,
-        asynchronous=True)
+    self.writer = summaries.open_writer(
+        workdir if self.primary else None)  # None: no TensorBoard here
+    if self.writer is not None:  # TensorBoard drops later steps too
+      self.writer.write_start(resume_step + 1)
     if self.path and files.exists(self.path):
       self._truncate(resume_step)
 
   def _truncate(self, step):
     """Keeps records up to the checkpoint resumed from (drops a killed run's
     later records and the final record), dropping torn lines."""
-    for line in epath.Path(self.path).read_text().splitlines():
+    for line in files.read_text(self.path).splitlines():
       try:
         rec = json.loads(line)
       except ValueError:
@@ -70,7 +74,11 @@ class Records:
                if isinstance(v, (int, float, np.number)) and
                not isinstance(v, bool)}
     if scalars:
-      self.writer.write_scalars(step, scalars)
+      logging.info('[%d] %s', step, ', '.join(
+          f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}'
+          for k, v in sorted(scalars.items())))
+      if self.writer is not None:
+        self.writer.write_scalars(step, scalars)
     if self.path:
       line = json.dumps({'kind': kind, 'step': int(step), **jsonable(values)})
       if self.remote:
@@ -81,8 +89,8 @@ class Records:
           f.write(line + '\n')
 
   def close(self):
-    self.writer.flush()
-    self.writer.close()
+    if self.writer is not None:
+      self.writer.close()  # flushes
 
 
 def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,8 +180,36 @@ def log_start(widths: Widths, plan, num_devices: int, params) -> None:
                  'epoch), %d devices in %d processes.\n%s', widths.arch,
                  widths.as_dict(), plan.total_steps, plan.batch_size,
                  plan.steps_per_epoch, num_devices, jax.process_count(),
-                 parameter_overview.get_parameter_overview(
-                     params, include_stats=False))
+                 parameter_table(params))
+
+
+def parameter_table(params) -> str:
+  """A table of the leaves of `params` (arrays or `jax.ShapeDtypeStruct`s):
+  name ('/'-joined path), shape, dtype, size; then the total count and
+  bytes."""
+  rows, count, nbytes = [], 0, 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    shape = tuple(np.shape(leaf))
+    dtype = np.dtype(leaf.dtype if hasattr(leaf, 'dtype') else
+                     np.result_type(leaf))
+    size = int(np.prod(shape, dtype=np.int64))
+    count, nbytes = count + size, nbytes + size * dtype.itemsize
+    rows.append(('/'.join(_key_name(k) for k in path), str(shape),
+                 str(dtype), f'{size:,}'))
+  head = ('Name', 'Shape', 'Dtype', 'Size')
+  widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+  rule = '+' + '+'.join('-' * (w + 2) for w in widths) + '+'
+  line = lambda r: '| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths)
+                                     ) + ' |'
+  return '\n'.join([rule, line(head), rule, *map(line, rows), rule,
+                    f'Total: {count:,} -- {nbytes:,} bytes'])
+
+
+def _key_name(key) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
 
 
 def log_train(step: int, total_steps: int, loss: float, lr: float,

@@ -37,7 +37,7 @@ from wt_jax.train import batches
 from wt_jax.train import evaluator
 from wt_jax.train import loop
 from wt_jax.train.sharding import replicated
-from wt_jax.train.sharding import seeds_batch_sharding
+from wt_jax.train.sharding import stacked_batch_sharding
 from wt_jax.train.sharding import to_host
 from wt_jax.train.step import base_key
 from wt_jax.train.step import jitted_reset_sums
@@ -94,19 +94,37 @@ class SeedsStep:
     with jax.ensure_compile_time_eval():  # host values, even when traced
       return np.asarray(jax.vmap(base_key)(np.asarray(self.seeds, np.int32)))
 
-  def update(self, state: TrainState, batch) -> TrainState:
-    """`base.update` of every seed (not jitted)."""
-    return jax.vmap(self.base.update)(state, batch, self.keys)
+  def update_many(self, state: TrainState, batches, split=None):
+    """`base.update_many` of every seed (not jitted): `batches` is
+    `[seed, step, example, ...]`, `split` (the device copy of the training
+    split, or None) shared by the seeds."""
+    return jax.vmap(lambda s, b, k: self.base.update_many(s, b, k, split))(
+        state, batches, self.keys)
+
+  def _jit(self, fn, leading: int):
+    mesh = self.base.mesh
+    return jax.jit(fn, in_shardings=(self.shardings,
+                                     stacked_batch_sharding(mesh, leading),
+                                     replicated(mesh)),
+                   out_shardings=self.shardings, donate_argnums=(0,))
 
   @functools.cached_property
   def jitted(self):
-    return jax.jit(self.update,
-                   in_shardings=(self.shardings,
-                                 seeds_batch_sharding(self.base.mesh)),
-                   out_shardings=self.shardings, donate_argnums=(0,))
+    """One step of every seed, `(state, [seed, ...] batch, split)`."""
+    return self._jit(lambda s, b, split: jax.vmap(
+        lambda s, b, k: self.base.update_fed(s, b, k, split))(
+            s, b, self.keys), 1)
+
+  @functools.cached_property
+  def jitted_many(self):
+    """Several steps, `[seed, step, example, ...]` batches."""
+    return self._jit(self.update_many, 2)
 
   def __call__(self, state: TrainState, batch) -> TrainState:
-    return self.jitted(state, batch)
+    return self.jitted(state, batch, self.base.split)
+
+  def run(self, state: TrainState, batches) -> TrainState:
+    return self.jitted_many(state, batches, self.base.split)
 
   @functools.cached_property
   def reset_sums(self):
@@ -147,7 +165,8 @@ def train_and_evaluate_seeds(config, widths: Widths,
       evaluator.Evaluator(base.model, base.mesh, data_config, eval_split,
                           plan.eval_batch_size, len(seeds)),
       functools.partial(batches.device_seed_batches, base.mesh, data_config,
-                        plan.batch_size, seeds), eval_split,
+                        plan.batch_size, seeds,
+                        positions=base.feed is not None), eval_split,
       final_extra={'seeds_in_program': len(seeds)})
   finals = program.train(widths, info, t_enter)
   if finals is None:  # the seeds are at different steps

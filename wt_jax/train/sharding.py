@@ -7,6 +7,8 @@
   state replicated (`P()`) and batches split over 'data' (`P('data')`);
   `seeds_batch_sharding(mesh)`: the batches of seeds trained in one program
   (`P(None, 'data')`: `[seed, example, ...]`, examples split);
+  `stacked_batch_sharding(mesh, n)`: batches with n such leading axes (the
+  steps of one call: `[step, example, ...]`, `[seed, step, example, ...]`);
 * `global_batch(mesh, local)`: this process's numpy batch -> global arrays;
 * `replicate(mesh, tree)`: host values -> replicated arrays (multi-process);
 * `to_host(tree)`: replicated arrays -> numpy, on every process.
@@ -56,7 +58,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def seeds_batch_sharding(mesh: Mesh) -> NamedSharding:
   """Batches of several seeds, `[seed, example, ...]`: examples split."""
-  return NamedSharding(mesh, P(None, 'data'))
+  return stacked_batch_sharding(mesh, 1)
+
+
+def stacked_batch_sharding(mesh: Mesh, leading: int) -> NamedSharding:
+  """Batches stacked on `leading` axes (seeds, steps of one call) before
+  the example axis, which is split over 'data'."""
+  return NamedSharding(mesh, P(*([None] * leading), 'data'))
 
 
 def global_batch(mesh: Mesh, local_batch: Mapping[str, np.ndarray],

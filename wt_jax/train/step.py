@@ -51,12 +51,13 @@ import flax
 import jax
 from jax.sharding import Mesh
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from wt_jax.errors import NonFiniteLossError
 from wt_jax.train import recipe
-from wt_jax.train.sharding import batch_sharding
 from wt_jax.train.sharding import replicated
+from wt_jax.train.sharding import stacked_batch_sharding
 from wt_jax.train.sharding import to_host
 
 # `loss_fn(model, params, batch_stats, batch, rng, train_config)
@@ -124,6 +125,9 @@ class TrainStep:
     loss_fn: the per-batch `LossFn`; None: `recipe.cross_entropy_loss`.
     extra_loss: `params -> scalar` added to the objective, or None.
     extra_params: an `ExtraParams` entry of the params tree, or None.
+    feed: the training split on the devices (`data.placement.DeviceSplit`):
+      batches are then positions and draws, gathered inside the step; None:
+      batches of images.
   """
   model: Any
   train_config: Any
@@ -135,6 +139,7 @@ class TrainStep:
   loss_fn: Optional[LossFn] = None
   extra_loss: Optional[ExtraLoss] = None
   extra_params: Optional[ExtraParams] = None
+  feed: Any = None
 
   @functools.cached_property
   def schedule(self) -> optax.Schedule:
@@ -225,8 +230,11 @@ class TrainStep:
       return self._jitted_init()
 
   @functools.cached_property
-  def _base_key(self) -> jax.Array:
-    return base_key(self.seed)
+  def _base_key(self) -> np.ndarray:
+    """A host value, even when first asked for inside a trace (a cached
+    tracer would leak into the step's other programs)."""
+    with jax.ensure_compile_time_eval():
+      return np.asarray(base_key(self.seed))
 
   def _objective(self, params, state: TrainState, batch, rng):
     loss, (new_bs, metrics) = self.per_batch_loss(
@@ -264,15 +272,56 @@ class TrainStep:
         nonfinite_value=jnp.where(first, total.astype(jnp.float32),
                                   state.nonfinite_value))
 
-  @functools.cached_property
-  def jitted(self):
-    """`update`, jitted with explicit shardings, the state donated."""
-    return jax.jit(self.update,
-                   in_shardings=(self.shardings, batch_sharding(self.mesh)),
+  def update_fed(self, state: TrainState, batch, key=None,
+                 split=None) -> TrainState:
+    """`update`, a positions batch first gathered from `split` (the device
+    copy of the training split, `feed.images`) when the step has a feed."""
+    if self.feed is not None:
+      batch = self.feed.gather(split, batch)
+    return self.update(state, batch, key)
+
+  def update_many(self, state: TrainState, batches, key=None,
+                  split=None) -> TrainState:
+    """`update_fed` of each batch of `batches` (a leading axis of steps),
+    in one `lax.scan`."""
+    return jax.lax.scan(
+        lambda s, b: (self.update_fed(s, b, key, split), None), state,
+        batches)[0]
+
+  def _jit(self, fn, leading: int):
+    """`fn(state, batches, split)` jitted: the state donated and replicated,
+    the batches' examples split over 'data' after `leading` axes."""
+    return jax.jit(fn, in_shardings=(self.shardings,
+                                     stacked_batch_sharding(self.mesh,
+                                                            leading),
+                                     replicated(self.mesh)),
                    out_shardings=self.shardings, donate_argnums=(0,))
 
+  @functools.cached_property
+  def jitted(self):
+    """One step, `(state, batch, split) -> state`, jitted (not a scan of
+    one: XLA:CPU runs the convolutions of a loop body far slower, ~35x for
+    ResNet-20, bench/seeds_step.py)."""
+    return self._jit(lambda s, b, split: self.update_fed(s, b, split=split),
+                     0)
+
+  @functools.cached_property
+  def jitted_many(self):
+    """Several steps, `(state, [steps, ...] batches, split) -> state`."""
+    return self._jit(lambda s, b, split: self.update_many(s, b, split=split),
+                     1)
+
+  @property
+  def split(self):
+    """The device copy of the training split the step reads (or None)."""
+    return None if self.feed is None else self.feed.images
+
   def __call__(self, state: TrainState, batch) -> TrainState:
-    return self.jitted(state, batch)
+    return self.jitted(state, batch, self.split)
+
+  def run(self, state: TrainState, batches) -> TrainState:
+    """`len(batches)` steps in one call (leading axis of steps)."""
+    return self.jitted_many(state, batches, self.split)
 
   @functools.cached_property
   def reset_sums(self) -> Callable[[TrainState], TrainState]:

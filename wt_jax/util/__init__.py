@@ -8,4 +8,5 @@
   a save.
 * `fingerprint`: what a step was made from.
 * `workdir`: every path inside a workdir, and its lock.
+* `lazy`: a package face whose names are imported on first use.
 """

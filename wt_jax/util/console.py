@@ -1,8 +1,8 @@
 """What a user sees by default: stage headers, one-line summaries, progress.
 
-Library INFO logs (orbax, absl, clu) are off unless `--verbosity=1`
-(`main.py`); this module prints the few lines a run shows, on process 0
-only:
+Library INFO logs (orbax, absl, the scalars `train.records` logs) are off
+unless `--verbosity=1` (`main.py`); this module prints the few lines a run
+shows, on process 0 only:
 
 * `header('Stage optimize')`, `line('  optimize: 1 computed (9.2 s)')`;
 * `Progress(total, initial, desc)`: a tqdm bar with step, loss, img/s and

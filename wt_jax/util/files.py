@@ -8,12 +8,27 @@ upload is itself atomic).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
 from typing import Any
 
 from etils import epath
+
+
+def _tensorflow_importable() -> bool:
+  try:
+    return importlib.util.find_spec('tensorflow') is not None
+  except (ImportError, ValueError):  # blocked, or a broken install
+    return False
+
+
+# etils.epath (ours and orbax's) asks `find_spec('tensorflow')` on its first
+# path operation, which raises where TF is blocked on sys.meta_path; its own
+# switch says "no TF" without asking (a user's setting is kept).
+if 'EPATH_USE_TF' not in os.environ and not _tensorflow_importable():
+  os.environ['EPATH_USE_TF'] = 'false'
 
 
 def _is_remote(path: str) -> bool:

@@ -18,10 +18,15 @@ name); a step is reused only while every file of its manifest is there with
 that digest (`damaged` names those that are not).
 
 Fields that cannot change a result are never part of a fingerprint
-(`RESULT_FREE`: logging and checkpoint cadence, the in-memory cache, the
-stage and seed selection, multi-host set-up, and whether seeds train in one
-program, `train.batch_seeds`, which like the device count changes a result
-only to float tolerance; each seed's checkpoints are the same either way).
+(`RESULT_FREE`: logging and checkpoint cadence, the stage and seed
+selection, multi-host set-up, where the training split lives
+(`data.placement`, `data.device_memory_fraction`: the device gathers the
+pixels the host would make), and how steps are grouped into calls and seeds
+into programs (`train.steps_per_call`, `train.batch_seeds`), which like the
+device count change a result at most to float tolerance; each seed's
+checkpoints are the same either way). `data.cache` is not one of them: a
+folder read without it is streamed through tf.data, whose augmentation
+draws differ from the in-memory path's.
 """
 from __future__ import annotations
 
@@ -33,8 +38,9 @@ from wt_jax.util import files
 
 RESULT_FREE = frozenset({
     'train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
-    'train.eval_every', 'data.cache', 'distributed', 'stages', 'seeds',
-    'train.batch_seeds',
+    'train.eval_every', 'distributed', 'stages', 'seeds',
+    'train.batch_seeds', 'train.steps_per_call', 'data.placement',
+    'data.device_memory_fraction',
 })
 
 
