@@ -2,6 +2,7 @@ r"""Seeds in one program (`train.batch_seeds`) against seeds one by one.
 
   python bench/seeds_step.py            # full (a few minutes on 2 cores)
   python bench/seeds_step.py --quick    # 3 rounds of 1 step
+  python bench/seeds_step.py --quick --seeds=2 --per_call=2   # CPU-sized
 
 wt_jax's train step (`train.TrainStep` on a 1-device mesh, SGD Nesterov +
 weight decay, float32) on ResNet-20-CIFAR at width 0.5, batch 128 per
@@ -135,7 +136,8 @@ def build(arch, width_mult, batch_size, seeds, warmup=2, per_call=16,
 def step_comparison(args):
   seeds = tuple(range(args.seeds))
   t0 = time.perf_counter()
-  runs, hlo = build(args.arch, args.width_mult, args.batch, seeds)
+  runs, hlo = build(args.arch, args.width_mult, args.batch, seeds,
+                    per_call=args.per_call)
   log(f'compiled both programs in {time.perf_counter() - t0:.0f} s')
   rates = H.interleave(
       {name: H.in_process(run, args.steps) for name, run in runs.items()},
@@ -167,6 +169,9 @@ def step_comparison(args):
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--seeds', type=int, default=3)
+  p.add_argument('--per_call', type=int, default=16,
+                 help='steps per jitted call of the data-on-device contender '
+                 '(on CPU each scanned step is ~35x slower: use 2-4 there)')
   args = H.parse_step_bench(p, arch='resnet20_cifar', width_mult=0.5,
                             rounds=5)
   H.emit_parts(args, '## Seeds in one program (`bench/seeds_step.py`)',
