@@ -14,16 +14,43 @@ computes, per optimizer:
   depth-matched multipliers over the original network's groups, before
   FLOPs matching; for a direct run, its widths / the uniform widths) are
   normalized by their geometric mean (FLOPs matching rescales them anyway).
-  For each projection: Spearman's rho (average ranks for ties) and the mean
-  |log ratio| against every direct seed, averaged over the (projected seed,
-  direct seed) pairs. The noise floor is the same between direct runs of
-  different seeds; the nulls are uniform multipliers and random
-  permutations of the direct ones (20 per direct seed). Verdict:
-  "transfers" when the mean |log ratio| is within the largest direct-vs-
-  direct one and rho within the smallest; otherwise by how much it misses.
+  Spearman's rho (average ranks for ties) is shown beside each distance; it
+  takes no part in the verdict.
 * Cost. Measured MAC-examples (the optimizer's `train_macs`) and wall time,
   each with its ratio to the direct runs' mean; the analytic ratio
   (`projection.overhead`); the wall time split into its parts.
+
+The verdict rule (written and committed on 2026-12-05, before direct
+MorphNet seeds 3 and 4 were run or any statistic below was computed):
+
+1. Distance: D(a, b) = mean over groups of |log a_g - log b_g|, a and b
+   normalized by their geometric means.
+2. Per optimizer, with direct seeds Q (n >= 2) and a projection's seeds P
+   (m >= 1): cross = mean of D(p, q) over P x Q; floor = mean of D(q, q')
+   over the n(n-1)/2 pairs of distinct direct seeds; excess = cross - floor.
+3. p-value: an exact permutation test of "P and Q are exchangeable" (the
+   projection's widths come from the same distribution as the direct ones):
+   every one of the C(m + n, m) ways to split P + Q into m and n seeds,
+   statistic excess, one-sided: p = the fraction of splits with excess >=
+   the observed one (the observed split counted).
+4. Interval: the 95% percentile bootstrap interval of excess, resampling P
+   and Q with replacement, each separately (10,000 resamples, numpy
+   generator seed 0); a pair of a seed with its own copy is not a pair (it
+   is left out of the means).
+5. Margin: delta = 0.25 x (U - floor), where U = mean of D(uniform, q) over
+   Q: a quarter of the way from the direct seeds' own scatter to widths
+   that were never optimized.
+6. Verdict: *differs* if p < 0.05; otherwise *agrees* if the interval's
+   upper end is < delta; otherwise *inconclusive*.
+7. The same rule is applied unchanged to each null (uniform multipliers;
+   random permutations of the direct multipliers; the cost-ordered null,
+   multipliers that follow each group's MACs per channel only), which must
+   not come out *agrees*.
+8. Pruning level: beside each distance, the fraction of its network's
+   uniform MACs each run kept before FLOPs matching. Matched-pruning check:
+   the rule repeated with each direct seed's exported widths (history.json)
+   at the export whose kept fraction is nearest the projection run's,
+   where a direct seed's exports exist.
 """
 from __future__ import annotations
 
