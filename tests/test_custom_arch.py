@@ -112,7 +112,7 @@ def test_preactivation_bn_and_squeeze_excite_count_by_hand():
   assert [(l.path, l.in_group, l.macs) for l in pre] == [(('pre',), 'stem',
                                                           0)]
   structure = morphnet.make_structure(w, r, k)
-  assert structure.members[structure.unit_of('stem')] == (('pre',),)
+  assert structure.members[structure.unit_of('stem')] == ((('pre',), 0),)
   assert structure.members[structure.unit_of('se')] == ()
 
 
@@ -308,15 +308,29 @@ class _Net(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    w = self.widths
+    w, image = self.widths, x
     x = nn.Conv(w['stem'], (3, 3), name='stem')(x)
     y = nn.Conv(w['b'], (3, 3), name='conv_b')(x)
     if self.body == 'hard_coded':
       x = nn.Conv(24, (3, 3), name='conv_24')(x)
     elif self.body == 'add_groups':
       x = x + y
-    elif self.body == 'concat':
-      x = jnp.concatenate([x, y], axis=-1)
+    elif self.body == 'concat_spatial':
+      x = jnp.concatenate([x, x], axis=1)
+    elif self.body == 'concat_image':
+      x = nn.Conv(w['b'], (3, 3), name='reads')(
+          jnp.concatenate([image, y], axis=-1))
+    elif self.body == 'grouped_concat':
+      x = nn.Conv(w['b'], (3, 3), feature_group_count=2, name='gc')(
+          jnp.concatenate([x, y], axis=-1))
+    elif self.body == 'group_count_follows_width':
+      x = nn.Conv(w['b'], (3, 3), feature_group_count=w['b'] // 4,
+                  name='regnet')(y)
+    elif self.body == 'add_concats':
+      x = nn.Conv(w['b'], (1, 1), name='mix')(
+          jnp.concatenate([x, y], -1) + jnp.concatenate([y, x], -1))
+    elif self.body == 'grouped_mismatch':
+      x = nn.Conv(w['b'], (3, 3), feature_group_count=3, name='grouped')(y)
     elif self.body == 'flatten':
       return nn.Dense(self.num_classes)(y.reshape((y.shape[0], -1)))
     elif self.body == 'nchw':
@@ -347,11 +361,22 @@ class _Net(nn.Module):
                    r'widths entry'),
     ('add_groups', r"the network's __call__ \(.*test_custom_arch.py:\d+\) "
                    r"combines group 'stem' with group 'b' in an elementwise"),
-    ('concat', r"the network's __call__ \(.*\) concatenates group 'stem' "
-               r"and group 'b' along the channel axis"),
+    ('concat_spatial', r"the network's __call__ \(.*\) concatenates group "
+                       r"'stem' and group 'stem' along axis 1 of 4"),
+    ('concat_image', r"concatenates a tensor of shape \(2, 8, 8, 3\) that is "
+                     r"no group, group 'b' along the channel axis"),
+    ('grouped_concat', r"grouped conv 'gc' \(feature_group_count=2\) reads "
+                       r'\d+ channels, which is not one group'),
+    ('group_count_follows_width',
+     r"grouped conv 'regnet': feature_group_count is \d+ at some widths and "
+     r'\d+ at others'),
+    ('add_concats', r"adds the concatenation of groups 'stem', 'b' and the "
+                    r"concatenation of groups 'b', 'stem': groups 'stem' and "
+                    r"'b' meet at one position and differ in width"),
+    ('grouped_mismatch', r"base_widths\['b'\] = 16 is not a multiple of 3, "
+                         r"the feature_group_count of grouped conv 'grouped'"),
     ('flatten', r"rearranges the channel axis of group 'b' \(reshape "),
     ('nchw', r"rearranges the channel axis of group 'b' \(transpose"),
-    ('grouped', r"conv 'grouped': feature_group_count=2 with group 'b' in"),
     ('multiplier', r"depthwise conv 'dw' maps group 'b' to group 'stem'"),
     ('layer_norm', r"parameter 'ln/(bias|scale)' \(\d+,\), group 'b' is not "
                    r'of an nn.Conv'),

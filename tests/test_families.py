@@ -72,7 +72,7 @@ def _check_same(w, resolution, classes=10):
   assert c.params == sum(l.params for l in hand.layers)
   members = morphnet.make_structure(w, resolution, classes).members
   assert members == tuple(
-      tuple(l.bn for l in hand.layers if l.bn is not None and
+      tuple((l.bn, 0) for l in hand.layers if l.bn is not None and
             hand.unit_index(l.out_group) == u) for u in range(len(hand.units)))
   masked = spec.net.masked(spec.depth, w.values)
   assert masked == {l.bn: l.out_group for l in hand.layers if l.bn}

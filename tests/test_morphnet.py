@@ -44,7 +44,8 @@ def test_units_merge_identity_ties():
   w, _, s = _tiny()
   assert s.units == (('stem', 'stage1'), ('stage1/block1/conv1',),
                      ('stage2',), ('stage2/block1/conv1',))
-  assert s.members[0] == (('stem', 'bn'), ('stage1', 'block1', 'bn2'))
+  assert s.members[0] == ((('stem', 'bn'), 0),
+                          (('stage1', 'block1', 'bn2'), 0))
 
 
 def test_closed_form_cost_and_term():
@@ -104,8 +105,8 @@ def test_depthwise_tie():
   p = _params(w, 8)
   s = morphnet.make_structure(w, 8, 10)
   unit = s.members[s.unit_of('stage2/block1/expand')]
-  assert unit == (('stage2', 'block1', 'expand_bn'),
-                  ('stage2', 'block1', 'dw_bn'))
+  assert unit == ((('stage2', 'block1', 'expand_bn'), 0),
+                  (('stage2', 'block1', 'dw_bn'), 0))
   ones = jax.tree_util.tree_map(jnp.ones_like, p)
   full = float(morphnet.alive_macs(ones, s))
   assert full == cost_lib.macs(w, 8, 10)

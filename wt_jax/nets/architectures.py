@@ -14,6 +14,8 @@ This module is where the *structure* of a width vector is born:
   of the network's module finds them (`tracing`); `layer_graph` compiles it
   (`graph.LayerGraph`): the one form the cost counter (`wt_jax.nets.cost`),
   MorphNet and AutoSlim count over.
+* `multiples(arch)`: per group, what its width must be a multiple of (a
+  grouped conv's fixed group count; 1 for most groups).
 * `identity_ties(arch, values)` lists the pairs of groups that an identity
   shortcut adds together at those widths; such groups must keep equal
   widths.
@@ -40,7 +42,8 @@ from wt_jax.nets.graph import Layer
 NAMES = families.NAMES  # the built-in architectures
 __all__ = ['Arch', 'Group', 'Layer', 'NAMES', 'default_resolution',
            'get_arch', 'groups', 'identity_ties', 'layer_graph', 'layers',
-           'make_divisible', 'names', 'scale_depth', 'tie_units',
+           'make_divisible', 'multiples', 'names', 'scale_depth',
+           'tie_units',
            'uniform_values']
 
 
@@ -84,6 +87,14 @@ def uniform_values(arch: Arch, width_mult: float = 1.0,
   if not width_mult > 0:
     raise ArchError(f'width_mult={width_mult!r}: must be > 0')
   return arch.net.uniform_values(arch.depth, width_mult, divisor)
+
+
+def multiples(arch: Arch) -> tuple[int, ...]:
+  """Per group (in `groups` order): the number its width must be a multiple
+  of: the least common multiple of the `feature_group_count` of the grouped
+  convs that read or write it (over groups tied to it); 1 for most groups
+  and for every group of the built-in families."""
+  return arch.net.multiples(arch.depth)
 
 
 def layers(arch: Arch, values: Sequence[int], resolution: int,

@@ -29,54 +29,35 @@ block at the base widths of the stage's last registered block), for depth
 projection and layer stacking. Without `depth=`, a network has one depth
 and `projection.depth_mult` must stay 1.
 
-Group names also give each group its role for extrapolation (`Group`):
-`stageS` is a stage's stream, `stageS/...` a stage-level group,
-`stageS/blockB/...` a per-block group; any other name (e.g. 'stem', 'head')
-is a group of its own. The trace is taken at probe widths that keep which
-widths are equal (`tracing.probe_widths`), once per depth, resolution and
-pattern of equal widths (cached): so a network may add two groups of equal
-width (ResNet's identity shortcut), which ties them.
+Group names also give each group its role for extrapolation
+(`group_names`: stage streams, per-block groups, others). The trace is
+taken at probe widths that keep which widths are equal
+(`tracing.probe_widths`), once per depth, resolution and pattern of equal
+widths (cached): so a network may add two groups of equal width (ResNet's
+identity shortcut), which ties them. Concatenations along
+the channel axis and grouped convs with a fixed group count are followed
+(`tracing`); `multiples` gives what each group's width must be a multiple
+of, and `register` checks the base widths against it.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 
 from wt_jax.errors import ArchError
+from wt_jax.nets import graph
+from wt_jax.nets import group_names
 from wt_jax.nets import tracing
+from wt_jax.nets.group_names import Group
 from wt_jax.nets.graph import Layer
 from wt_jax.util import validation
 
 DEFAULT_RESOLUTION = 32
-_STAGE = re.compile(r'^stage(\d+)(?:/(.+))?$')
-_BLOCK = re.compile(r'^stage(\d+)/block(\d+)/(.+)$')
-
-
-@dataclasses.dataclass(frozen=True)
-class Group:
-  """One channel group of a width vector."""
-  name: str
-  kind: str  # 'stem' | 'stream' | 'block' | 'head' | 'other'
-  stage: Optional[int] = None  # 1-based; None for stem and head
-  block: Optional[int] = None  # 1-based; None unless kind == 'block'
-  position: str = ''  # role inside the block: 'conv1', 'conv2', 'expand'
-
-
-def _group(name: str) -> Group:
-  """The role of a group, read off its name (see the module doc)."""
-  block = _BLOCK.match(name)
-  if block:
-    return Group(name, 'block', int(block[1]), int(block[2]), block[3])
-  stage = _STAGE.match(name)
-  if stage:
-    return Group(name, 'stream', int(stage[1]), None, stage[2] or '')
-  if name in ('stem', 'head'):
-    return Group(name, name)
-  return Group(name, 'other', position=name)
 
 
 def make_divisible(value: float, divisor: int = 8,
@@ -121,6 +102,7 @@ class Network:
   family: Any = None
   _traces: dict = dataclasses.field(default_factory=dict)
   _bases: dict = dataclasses.field(default_factory=dict)
+  _multiples: dict = dataclasses.field(default_factory=dict)
 
   def arch(self, depth: Optional[Sequence[int]]) -> Arch:
     return Arch(name=self.name, depth=self._check_depth(depth), net=self)
@@ -153,18 +135,30 @@ class Network:
           self.base if depth == self.depth else
           tuple(zip(self.names(depth), self.uniform_values(depth, 1.0, 8)))
           if self.uniform_rule is not None else
-          _restack(self.base, self.depth, depth))
+          group_names.restack(self.base, self.depth, depth))
     return self._bases[depth]
 
   def groups(self, depth: tuple[int, ...]) -> tuple[Group, ...]:
-    return tuple(_group(n) for n in self.names(depth))
+    return tuple(group_names.role(n) for n in self.names(depth))
 
   def uniform_values(self, depth, width_mult: float, divisor: int
                      ) -> tuple[int, ...]:
     if self.uniform_rule is not None:
       return tuple(self.uniform_rule(depth, width_mult, divisor))
-    return tuple(make_divisible(w * width_mult, divisor)
-                 for _, w in self.base_at(depth))
+    return tuple(make_divisible(w * width_mult, math.lcm(divisor, m))
+                 for (_, w), m in zip(self.base_at(depth),
+                                      self.multiples(depth)))
+
+  def multiples(self, depth: tuple[int, ...]) -> tuple[int, ...]:
+    """Per group: the number its width must be a multiple of (the group
+    counts of the grouped convs reading or writing it; 1 for most)."""
+    if depth not in self._multiples:
+      values = [w for _, w in self.base_at(depth)]
+      found = graph.LayerGraph.build(
+          self.layers(depth, values, self.resolution, 1), self.names(depth),
+          self.ties(depth, values))
+      self._multiples[depth] = tuple(int(m) for m in found.multiples)
+    return self._multiples[depth]
 
   def module(self, widths: Mapping[str, int], num_classes: int,
              depth: tuple[int, ...], dtype: Any = None) -> nn.Module:
@@ -192,8 +186,8 @@ class Network:
     probes = tracing.probe_widths(names, values)
     pattern = tuple(int(v) for v in probes.values())
     for found in known:
-      if found.decisions is None and tuple(v for _, v in found.probes) == (
-          pattern):
+      if found.decisions is None and tuple(
+          v // found.scale for _, v in found.probes) == pattern:
         return found
     known.append(self._trace(depth, int(resolution), probes))
     return known[-1]
@@ -204,7 +198,7 @@ class Network:
              f'arch={self.name!r} (resolution {resolution})')
     try:
       found = tracing.trace(
-          lambda: self.module(probes, tracing.CLASSES_PROBE, depth), probes,
+          lambda at: self.module(at, tracing.CLASSES_PROBE, depth), probes,
           resolution)
     except ArchError as e:
       raise ArchError(f'{where}: {e}') from e
@@ -264,31 +258,6 @@ def add(net: Network, builtin: bool = False) -> None:
     _BUILT_IN.append(net.name)
 
 
-def _restack(base, registered: tuple[int, ...], depth: tuple[int, ...]):
-  """The registered groups with each stage's blocks repeated or dropped."""
-  blocks: dict[int, dict[int, list]] = {}
-  for name, width in base:
-    m = _BLOCK.match(name)
-    if m:
-      blocks.setdefault(int(m[1]), {}).setdefault(int(m[2]), []).append(
-          (m[3], width))
-  out, done = [], set()
-  for name, width in base:
-    m = _BLOCK.match(name)
-    if not m:
-      out.append((name, width))
-      continue
-    s = int(m[1])
-    if s in done:
-      continue
-    done.add(s)
-    last = registered[s - 1]
-    for b in range(1, depth[s - 1] + 1):
-      for pos, w in blocks[s].get(min(b, last), ()):
-        out.append((f'stage{s}/block{b}/{pos}', w))
-  return tuple(out)
-
-
 def _check_base(name: str, base_widths) -> tuple[tuple[str, int], ...]:
   label = f'register_arch({name!r}) base_widths'
   if not isinstance(base_widths, Mapping) or not base_widths:
@@ -310,11 +279,11 @@ def _check_depth_names(name: str, base, depth: tuple[int, ...]) -> None:
     validation.fail(f'register_arch({name!r}) depth', depth,
                     'a tuple of integers >= 1 (blocks per stage)', ArchError)
   for group, _ in base:
-    m = _BLOCK.match(group) or _STAGE.match(group)
+    m = group_names.BLOCK.match(group) or group_names.STAGE.match(group)
     if m and not 1 <= int(m[1]) <= len(depth):
       raise ArchError(f'register_arch({name!r}): group {group!r} names stage '
                       f'{m[1]}, but depth={depth} has {len(depth)} stages')
-    m = _BLOCK.match(group)
+    m = group_names.BLOCK.match(group)
     if m and not 1 <= int(m[2]) <= depth[int(m[1]) - 1]:
       raise ArchError(f'register_arch({name!r}): group {group!r} names block '
                       f'{m[2]}, but stage {m[1]} has {depth[int(m[1]) - 1]}')
@@ -373,7 +342,22 @@ def register(name: str, factory: Callable[..., nn.Module],
   net = Network(name, factory, base, depth, int(resolution),
                 _takes(factory, 'dtype'))
   net.trace(depth, resolution)
+  _check_multiples(net, depth)
   add(net)
+
+
+def _check_multiples(net: Network, depth: tuple[int, ...]) -> None:
+  """Every base width is a multiple of its grouped convs' group count."""
+  for (group, width), m in zip(net.base, net.multiples(depth)):
+    if width % m:
+      convs = [l.name for l in net.trace(depth, net.resolution).layers
+               if l.feature_groups > 1 and group in l.in_groups + (
+                   l.out_group,)]
+      raise ArchError(
+          f'register_arch({net.name!r}) base_widths[{group!r}] = {width} is '
+          f'not a multiple of {m}, the feature_group_count of grouped conv '
+          f'{", ".join(repr(c) for c in convs) or "(via an identity tie)"} '
+          f'that reads or writes it; allowed: a multiple of {m}')
 
 
 def import_module(module: str, field: str = 'config.arch_module') -> None:

@@ -9,7 +9,8 @@ shares the module's parameter tree as is (the paths of the layer graph,
 `Net.__call__(x, train, masks=None)` accepts optional channel masks
 {group name: [C] array}: the output of every layer that is a group's tensor
 (the trace's `masked` table: each BatchNorm, and each conv or dense layer
-that no BatchNorm reads directly) is multiplied by its group's mask, by
+that no BatchNorm reads directly) is multiplied by its group's mask (a
+BatchNorm of a concatenation: its groups' masks, concatenated), by
 intercepting the module's layers (`flax.linen.intercept_methods`). That
 makes a masked network compute exactly what the narrower network with
 those channels removed computes, where an activation maps 0 to 0 (ReLU,
@@ -29,9 +30,14 @@ Masks = Optional[Mapping[str, Any]]
 
 
 def mask(x, group, masks: Masks):
-  if masks is None or group not in masks:
+  """`x` times its group's mask; a concatenation's (`group` a tuple) is its
+  groups' masks concatenated."""
+  if masks is None or group is None:
     return x
-  return x * jnp.asarray(masks[group], x.dtype)
+  parts = group if isinstance(group, tuple) else (group,)
+  if not all(g in masks for g in parts):
+    return x
+  return x * jnp.concatenate([jnp.asarray(masks[g], x.dtype) for g in parts])
 
 
 class Net(nn.Module):

@@ -6,13 +6,17 @@ known, and the group (`ProbeNames`: a probe channel count names its group).
 
 * `ProbeNames.mixing_error`: an elementwise op on two groups (their probe
   widths differ, so broadcasting fails inside the trace);
-* `check_conv_groups`: a grouped conv, or a depthwise conv with a channel
-  multiplier (before the call, which would fail on odd probe widths);
+* `check_conv_groups`: a grouped conv whose group count changes with the
+  widths or that reads a concatenation, a depthwise conv with a channel
+  multiplier (before the call); `NeedsMultiple` where a fixed group count
+  does not divide the probe widths (the trace is taken again at multiples);
 * `check_forward`: the forward computation's jaxpr, i.e. the equations that
   depend on the image (a taint walk, into nested jaxprs): a reshape,
-  transpose, slice, pad, split or concatenation that does not keep a
-  group's channel axis whole as the last axis, and a convolution or matmul
-  outside `nn.Conv` / `nn.Dense`;
+  transpose, slice, pad or split that does not keep a group's channel axis
+  whole as the last axis, a concatenation of a group's tensor along another
+  axis than the channels, and a convolution or matmul outside `nn.Conv` /
+  `nn.Dense` (a concatenation along the channel axis is followed by
+  `trace_labels`);
 * `check_params`: a module called twice (shared weights), a parameter
   outside nn.Conv / nn.Dense / nn.BatchNorm;
 * `check_coverage`: a widths entry that no layer's features use.
@@ -31,6 +35,9 @@ import jax.extend
 import numpy as np
 
 from wt_jax.errors import ArchError
+
+IMAGE_CHANNELS = 3
+CLASSES_PROBE = 997  # the number of classes the trace runs with
 
 # Equations that rearrange elements; each must keep a group's channel axis
 # whole, as the last axis.
@@ -93,22 +100,44 @@ class ProbeNames:
         'shortcut match')
 
 
-def check_conv_groups(conv: nn.Conv, x, path, names: ProbeNames) -> None:
-  """Before the call: feature_group_count is 1 or depthwise."""
+class NeedsMultiple(Exception):
+  """A grouped conv's group count does not divide the probe widths: the
+  trace is taken again at probes that are multiples of it (`tracing`)."""
+
+  def __init__(self, multiple: int):
+    super().__init__(multiple)
+    self.multiple = int(multiple)
+
+
+def check_conv_groups(conv: nn.Conv, x, path, names: ProbeNames,
+                      fixed: dict) -> None:
+  """Before the call: feature_group_count is 1, depthwise, or a group count
+  fixed by the network (`fixed`: {path: count} of earlier traces) on one
+  group's channels; NeedsMultiple where it does not divide the probes."""
   fgc, cin, cout = int(conv.feature_group_count), int(x.shape[-1]), int(
       conv.features)
   if fgc == 1:
     return
-  if fgc != cin:
+  if fgc == cin:
+    if cout != cin:
+      raise ArchError(
+          f'depthwise conv {label(path)} maps {names.of(cin)} to '
+          f'{names.of(cout)}; supported: features = input channels (a '
+          'channel multiplier of 1)')
+    return
+  if fixed.setdefault(path, fgc) != fgc:
     raise ArchError(
-        f'conv {label(path)}: feature_group_count={fgc} with '
-        f'{names.of(cin)} in; supported: 1, or depthwise '
-        '(feature_group_count = input channels = features)')
-  if cout != cin:
+        f'grouped conv {label(path)}: feature_group_count is '
+        f'{fixed[path]} at some widths and {fgc} at others; supported: a '
+        "group count fixed by the network (as ResNeXt's cardinality), or "
+        'depthwise (feature_group_count = input channels = features)')
+  if cin not in names.group:
     raise ArchError(
-        f'depthwise conv {label(path)} maps {names.of(cin)} to '
-        f'{names.of(cout)}; supported: features = input channels (a channel '
-        'multiplier of 1)')
+        f'grouped conv {label(path)} (feature_group_count={fgc}) reads '
+        f'{cin} channels, which is not one group (a concatenation?); '
+        "supported: a grouped conv reads one group's tensor")
+  if cin % fgc or cout % fgc:
+    raise NeedsMultiple(fgc)
 
 
 def scope(name_stack: str, scopes) -> tuple[str, ...]:
@@ -120,7 +149,7 @@ def scope(name_stack: str, scopes) -> tuple[str, ...]:
 def _check_eqn(eqn, path, names: ProbeNames, owners: dict) -> None:
   """ArchError if `eqn` breaks a channel axis or counts outside a layer."""
   prim = eqn.primitive.name
-  line = user_line(_frames(eqn))
+  line = user_line(frames(eqn))
   if prim in ('conv_general_dilated', 'dot_general'):
     want = 'conv' if prim == 'conv_general_dilated' else 'dense'
     if owners.get(path) != want:
@@ -132,14 +161,15 @@ def _check_eqn(eqn, path, names: ProbeNames, owners: dict) -> None:
   if prim not in _REARRANGING:
     return
   shapes = [getattr(getattr(v, 'aval', None), 'shape', ()) for v in eqn.invars]
-  if prim == 'concatenate' and any(
-      sh and sh[-1] in names.group for sh in shapes) and (
-          eqn.params['dimension'] == len(shapes[0]) - 1):
-    raise ArchError(
-        f'{label(path)}{line} concatenates '
-        f'{" and ".join(names.of(sh[-1]) for sh in shapes)} along the '
-        'channel axis: unsupported (the widths of concatenated groups would '
-        'add); add them instead, as one group')
+  if prim == 'concatenate':
+    if eqn.params['dimension'] == len(shapes[0]) - 1:
+      return  # the channel axis: its groups are followed (`trace_labels`)
+    if any(sh and sh[-1] in names.group for sh in shapes):
+      raise ArchError(
+          f'{label(path)}{line} concatenates '
+          f'{" and ".join(names.of(sh[-1]) for sh in shapes)} along axis '
+          f'{eqn.params["dimension"]} of {len(shapes[0])}: supported is a '
+          'concatenation along the channel axis (the last) only')
   for v in eqn.invars:
     shape = getattr(getattr(v, 'aval', None), 'shape', ())
     if not shape or shape[-1] not in names.group:
@@ -158,7 +188,7 @@ def _check_eqn(eqn, path, names: ProbeNames, owners: dict) -> None:
             'layout)')
 
 
-def _frames(eqn):
+def frames(eqn):
   tb = getattr(eqn.source_info, 'traceback', None)
   frames = getattr(tb, 'frames', None) or ()
   return [(f.file_name, f.line_num) for f in frames]

@@ -1,6 +1,6 @@
 """A Flax CNN's layer graph, found by tracing it at probe widths.
 
-`trace(module, probes, resolution)` initialises `module` abstractly (no
+`trace(build, probes, resolution)` initialises `build(probes)` abstractly (no
 arithmetic: `jax.make_jaxpr` over `module.init_with_output`, on a 2 x
 resolution x resolution x 3 image) while `flax.linen.intercept_methods`
 records every `nn.Conv`, `nn.Dense` and `nn.BatchNorm` call: its module
@@ -12,10 +12,14 @@ names its group. So a layer's output group is the `Probe` of its features,
 and its input group is found by following the tensors through the jaxpr
 (`trace_labels.Labels`). The trace gives (`Trace.layers`, records of `graph.Layer`):
 
-* every conv and dense layer: input group (None: the image's 3 channels),
-  output group (None: the logits), kernel, stride, depthwise (a
+* every conv and dense layer: input group (None: the image's 3 channels; a
+  tuple of groups: their concatenation along the channel axis), output
+  group (None: the logits), kernel, stride, depthwise (a
   `feature_group_count` equal to the input channels, which ties input and
-  output), input and output spatial size, bias and Flax parameter path;
+  output) or grouped (a `feature_group_count` fixed by the network, which
+  counts its MACs per group and makes its input and output widths
+  multiples of it), input and output spatial size, bias and Flax parameter
+  path;
 * every BatchNorm and the group it normalizes: attached to the conv or dense
   layer whose output it reads directly (`Layer.bn`), or else a layer of kind
   'bn' of its own (no weights, no MACs; e.g. a pre-activation BN);
@@ -24,17 +28,26 @@ and its input group is found by following the tensors through the jaxpr
   Groups of different widths cannot be added; that fails inside the trace
   and is reported as an `ArchError` naming the module and both groups.
 
+Probe widths are odd numbers, so a grouped conv's fixed group count G
+cannot divide them: the first trace that meets one stops
+(`trace_checks.NeedsMultiple`) and the network is traced again at probes
+multiplied by G (by the least common multiple of every group count met),
+which keeps their order and equalities.
+
 What the layer list cannot express is refused while tracing, with an
 `ArchError` naming the module, the user's source line and the group
 (`trace_checks`): a conv whose feature count is no group's probe width (a
-hard-coded or derived width), a grouped conv, a reshape, transpose, slice,
-pad or concatenation that does not keep a group's channel axis whole as the
-last axis, a convolution or matmul outside `nn.Conv` / `nn.Dense`, a
+hard-coded or derived width), a grouped conv whose group count follows the
+widths or that reads a concatenation, a reshape, transpose, slice, pad or
+split that does not keep a group's channel axis whole as the last axis, a
+concatenation along another axis or of a tensor that is no group (the
+image), a convolution or matmul outside `nn.Conv` / `nn.Dense`, a
 weight-shared module, and parameters outside those three layer types.
 
 `Trace.masked` maps the module path of every layer whose output is a
 group's tensor (a BatchNorm, or a conv or dense layer no BatchNorm reads) to
-that group: AutoSlim's masks multiply those outputs (`models.Net`).
+that group (a tuple of groups for a BatchNorm of a concatenation): AutoSlim's
+masks multiply those outputs (`models.Net`).
 `Trace.at(widths, num_classes)` substitutes real widths into the layers.
 A network's structure may depend on which of its widths are equal and on
 their order (the probes keep both), nothing else.
@@ -42,6 +55,7 @@ their order (the probes keep both), nothing else.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from typing import Any, Mapping, Optional
 
@@ -52,12 +66,11 @@ import jax.numpy as jnp
 from wt_jax.errors import ArchError
 from wt_jax.nets import trace_checks
 from wt_jax.nets import trace_labels
+from wt_jax.nets import trace_layers
 from wt_jax.nets.graph import Layer
-from wt_jax.nets.trace_checks import label
+from wt_jax.nets.trace_checks import CLASSES_PROBE
+from wt_jax.nets.trace_checks import IMAGE_CHANNELS
 from wt_jax.nets.trace_checks import ProbeNames
-
-IMAGE_CHANNELS = 3
-CLASSES_PROBE = 997  # the number of classes the trace runs with
 _FIRST_PROBE = 1009
 
 
@@ -129,6 +142,8 @@ class Trace:
   # (group, group, op, outcome) of every comparison of two widths the
   # network made; None if it compared a width with anything else.
   decisions: Optional[tuple[tuple[str, str, str, bool], ...]] = None
+  # `probes` are `probe_widths` times this (the group counts' multiple).
+  scale: int = 1
 
   def holds_for(self, widths: Mapping[str, int]) -> bool:
     """Whether the network at `widths` has this trace's structure: the same
@@ -145,6 +160,8 @@ class Trace:
          ) -> tuple[Layer, ...]:
     """The layers with `widths[group]` channels and `num_classes` logits."""
     def side(group, traced):
+      if isinstance(group, tuple):
+        return sum(int(widths[g]) for g in group)
       if group is not None:
         return int(widths[group])
       return int(num_classes) if traced == CLASSES_PROBE else traced
@@ -172,11 +189,12 @@ def _kind(module) -> Optional[str]:
   return None
 
 
-def _record(module, x, probes: Mapping[str, int]):
+def _record(module, x, probes: Mapping[str, int], fixed: dict):
   """(calls, scopes, jaxpr, variables, output) of `module.init` on `x`.
 
   `scopes[i]` is the module path of the named scope '@i' around each module
   call, so that every jaxpr equation's name stack gives its module.
+  `fixed`: {path: group count} of the grouped convs met so far.
   """
   names = ProbeNames(probes)
   calls: list[_Call] = []
@@ -187,12 +205,13 @@ def _record(module, x, probes: Mapping[str, int]):
       return next_fun(*args, **kwargs)
     path = tuple(context.module.path)
     if isinstance(context.module, nn.Conv) and args:
-      trace_checks.check_conv_groups(context.module, args[0], path, names)
+      trace_checks.check_conv_groups(context.module, args[0], path, names,
+                                     fixed)
     scopes.append(path)
     with jax.named_scope(f'@{len(scopes) - 1}'):
       try:
         y = next_fun(*args, **kwargs)
-      except ArchError:
+      except (ArchError, trace_checks.NeedsMultiple):
         raise
       except (TypeError, ValueError) as e:
         mixed = names.mixing_error(e, path)
@@ -215,148 +234,40 @@ def _record(module, x, probes: Mapping[str, int]):
   return calls, scopes, jaxpr, variables, out
 
 
-def _get(tree, path):
-  for k in path:
-    tree = tree[k]
-  return tree
+def _scaled(probes: Mapping[str, int], scale: int) -> dict[str, int]:
+  return {n: Probe(int(v) * scale, n) for n, v in probes.items()}
 
 
-def _square(values, what: str, call: _Call) -> int:
-  values = tuple(int(v) for v in values)
-  if len(set(values)) != 1:
-    raise ArchError(f'{call.kind} {label(call.path)}: {what} {values} is '
-                    'not square; the layer graph counts square kernels, '
-                    'strides and images')
-  return values[0]
-
-
-def _spatial(shape, call: _Call) -> int:
-  if len(shape) == 2:
-    return 1
-  if len(shape) != 4:
-    raise ArchError(f'{call.kind} {label(call.path)} reads a tensor of shape '
-                    f'{tuple(shape)}; expected (batch, H, W, C) or (batch, C)')
-  return _square(shape[1:3], 'the spatial size', call)
-
-
-class _Groups:
-  """Group of a layer's input and output channels (ArchError if none)."""
-
-  def __init__(self, names: ProbeNames, labels: Optional[trace_labels.Labels] = None):
-    self.names = names
-    self.labels = labels
-
-  def input(self, c: int, call: _Call) -> Optional[str]:
-    if self.labels is not None:
-      found = (self.labels.bn if call.kind == 'bn' else
-               self.labels.inputs).get(call.path)
-      if found is not None:
-        return found
-    if c in self.names.unique:
-      return self.names.unique[c]
-    if c in (IMAGE_CHANNELS, CLASSES_PROBE):
-      return None
-    raise ArchError(
-        f'{call.kind} {label(call.path)} reads {c} channels, which is no '
-        "group's width (did a reshape, slice or concatenation change the "
-        'channel axis before it?)')
-
-  def output(self, c: int, call: _Call) -> Optional[str]:
-    features = getattr(call.module, 'features', None)
-    if isinstance(features, Probe) and int(features) == c:
-      return features.group
-    if c in self.names.unique:
-      return self.names.unique[c]
-    if c == CLASSES_PROBE and call.kind != 'bn':
-      return None
-    raise ArchError(
-        f'{call.kind} {label(call.path)} has {c} output features, which is '
-        'not a widths entry: its features must be widths[<group>] (or '
-        "num_classes for the logits), read from the module's widths mapping")
-
-
-def _conv_layer(call: _Call, params, groups: _Groups) -> Layer:
-  m, xs, ys = call.module, call.x.shape, call.y.shape
-  kernel = _get(params, call.path)['kernel'].shape
-  cin, cout = int(xs[-1]), int(ys[-1])
-  kind = 'conv' if int(m.feature_group_count) == 1 else 'depthwise'
-  strides = m.strides if m.strides is not None else 1
-  strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
-  return Layer(
-      '/'.join(call.path), kind, _square(kernel[:2], 'the kernel', call),
-      _square(strides, 'the stride', call), cin, cout, _spatial(xs, call),
-      _spatial(ys, call), groups.input(cin, call), groups.output(cout, call),
-      call.path, None, bias=bool(m.use_bias))
-
-
-def _dense_layer(call: _Call, groups: _Groups) -> Layer:
-  xs, ys = call.x.shape, call.y.shape
-  cin, cout = int(xs[-1]), int(ys[-1])
-  size = _spatial(xs, call)
-  return Layer('/'.join(call.path), 'fc', 1, 1, cin, cout, size, size,
-               groups.input(cin, call), groups.output(cout, call), call.path,
-               None, bias=bool(call.module.use_bias))
-
-
-def _bn_group(call: _Call, groups: _Groups) -> str:
-  m = call.module
-  if not (m.use_scale and m.use_bias) or m.axis not in (-1, len(call.x.shape)
-                                                       - 1):
-    raise ArchError(
-        f'BatchNorm {label(call.path)}: supported is the default '
-        'BatchNorm (axis=-1, use_scale=True, use_bias=True); MorphNet reads '
-        'its scales')
-  group = groups.input(int(call.x.shape[-1]), call)
-  if group is None:
-    raise ArchError(f'BatchNorm {label(call.path)} normalizes '
-                    f'{int(call.x.shape[-1])} channels, which is no group')
-  return group
-
-
-def _layers(calls, params, groups: _Groups) -> tuple[list[Layer], dict]:
-  """The layer list (BNs attached) and {module path: masked group}.
-
-  A layer's output is masked where it is a group's tensor: a BN's output,
-  and a conv or dense output that no BN reads directly.
+def trace(build, probes: Mapping[str, int], resolution: int) -> Trace:
+  """The layers of `build(probes)` (a module built at `probes`, with
+  `CLASSES_PROBE` classes; or the module itself, built at `probes`) on a
+  `resolution` x `resolution` RGB image (see the module doc).
   """
-  out: list[Layer] = []
-  producer: dict[int, int] = {}  # id(output tracer) -> index in `out`
-  masked = {}
-  for call in calls:
-    if call.kind == 'bn':
-      group = _bn_group(call, groups)
-      i = producer.pop(id(call.x), None)
-      if i is not None and out[i].bn is None:
-        out[i] = dataclasses.replace(out[i], bn=call.path)
-        masked.pop(out[i].path, None)
-      else:
-        c, size = int(call.x.shape[-1]), _spatial(call.x.shape, call)
-        out.append(Layer('/'.join(call.path), 'bn', 0, 1, c, c, size, size,
-                         group, group, call.path, call.path))
-      masked[call.path] = group
-      continue
-    layer = (_conv_layer(call, params, groups) if call.kind == 'conv' else
-             _dense_layer(call, groups))
-    producer[id(call.y)] = len(out)
-    out.append(layer)
-    if layer.out_group is not None:
-      masked[call.path] = layer.out_group
-  return out, masked
+  fixed: dict = {}
+  scale = 1
+  while True:
+    at = _scaled(probes, scale)
+    try:
+      return _trace_at(build, at, resolution, fixed, scale)
+    except trace_checks.NeedsMultiple as e:
+      if not callable(build) or isinstance(build, nn.Module):
+        raise ArchError(
+            f'a grouped conv (feature_group_count={e.multiple}) needs probe '
+            'widths that are multiples of it: pass a function of the widths '
+            'that builds the module') from None
+      scale = scale * e.multiple // math.gcd(scale, e.multiple)
 
 
-def trace(module, probes: Mapping[str, int], resolution: int) -> Trace:
-  """The layers of `module` (built at `probes`, with `CLASSES_PROBE`
-  classes; or a function returning it) on a `resolution` x `resolution` RGB
-  image (see the module doc).
-  """
+def _trace_at(build, probes, resolution: int, fixed: dict,
+              scale: int) -> Trace:
   names = ProbeNames(probes)
   x = jax.ShapeDtypeStruct((2, resolution, resolution, IMAGE_CHANNELS),
                            jnp.float32)
   _DECISIONS.append([])
   try:
-    if not isinstance(module, nn.Module):
-      module = module()  # a factory: its comparisons are recorded too
-    calls, scopes, jaxpr, variables, logits = _record(module, x, probes)
+    module = build if isinstance(build, nn.Module) else build(probes)
+    calls, scopes, jaxpr, variables, logits = _record(module, x, probes,
+                                                      fixed)
   finally:
     decisions = _DECISIONS.pop()
   owners = {c.path: c.kind for c in calls}
@@ -364,12 +275,13 @@ def trace(module, probes: Mapping[str, int], resolution: int) -> Trace:
                              owners, scopes)
   params = variables.get('params', {})
   trace_checks.check_params(calls, params, names)
-  plain = _Groups(names)
+  plain = trace_layers.Groups(names)
   out_groups = {c.path: plain.output(int(c.y.shape[-1]), c) for c in calls
                 if c.kind != 'bn'}
   labels = trace_labels.Labels(names, owners, scopes, out_groups)
   labels.walk(jaxpr.jaxpr, {}, set(jaxpr.jaxpr.invars))
-  layers, masked = _layers(calls, params, _Groups(names, labels))
+  layers, masked = trace_layers.layers(calls, params,
+                                       trace_layers.Groups(names, labels))
   trace_checks.check_coverage(layers, probes)
   shape = tuple(getattr(logits, 'shape', ()))
   if shape != (2, CLASSES_PROBE):
@@ -379,4 +291,5 @@ def trace(module, probes: Mapping[str, int], resolution: int) -> Trace:
   ties = tuple(sorted(labels.ties, key=lambda t: (order[t[1]], order[t[0]])))
   return Trace(tuple(layers), tuple(masked.items()),
                tuple((n, int(v)) for n, v in probes.items()), ties,
-               None if None in decisions else tuple(dict.fromkeys(decisions)))
+               None if None in decisions else tuple(dict.fromkeys(decisions)),
+               scale)

@@ -11,12 +11,17 @@ Pure functions:
 * `multipliers(widths, base)`: per-group widths / base widths;
 * `from_multipliers(base, mults, divisor, min_width)`: base * mults, rounded
   to the nearest multiple of `divisor`, never below `min_width`;
+* `steps(widths, divisor)`: per group, the multiple its widths round to:
+  lcm(divisor, the group's `multiples`), so that a grouped conv keeps its
+  group count in every width the chain makes; `fit(widths, values)` rounds
+  any values (an optimizer's counts) to the groups' `multiples`;
 * `save` / `load`: human-readable JSON ({group name: width} plus the
   architecture), written atomically.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any, Mapping, Optional, Sequence
 
@@ -58,6 +63,12 @@ class Widths:
         raise WidthError(f'width of group {name!r} is {v!r}; allowed: a '
                          'positive integer (>= 1)')
       clean.append(int(v))
+    for name, v, m in zip(names, clean, architectures.multiples(spec)):
+      if v % m:
+        raise WidthError(
+            f'width of group {name!r} is {v}, not a multiple of {m}, the '
+            f'feature_group_count of a grouped conv of {self.arch} that '
+            f'reads or writes it; allowed: a multiple of {m}')
     object.__setattr__(self, 'values', tuple(clean))
 
   @property
@@ -71,6 +82,12 @@ class Widths:
   @property
   def names(self) -> tuple[str, ...]:
     return tuple(g.name for g in self.groups)
+
+  @property
+  def multiples(self) -> tuple[int, ...]:
+    """Per group: its width is a multiple of this (`architectures.multiples`:
+    a grouped conv's group count; 1 for most groups)."""
+    return architectures.multiples(self.spec)
 
   def __getitem__(self, name: str) -> int:
     return self.as_dict()[name]
@@ -108,32 +125,53 @@ def multipliers(widths: Widths, base: Widths) -> np.ndarray:
 _HALF_TOLERANCE = 1e-9
 
 
-def round_widths(values: np.ndarray, divisor: int = 8,
-                 min_width: Optional[int] = None) -> np.ndarray:
+def round_widths(values: np.ndarray, divisor=8,
+                 min_width: Optional[int] = None, multiples=1) -> np.ndarray:
   """Nearest multiple of `divisor` (halves round up), at least `min_width`.
 
-  Monotone non-decreasing in `values`, which FLOPs matching relies on. A
-  value within `_HALF_TOLERANCE` divisor steps below a half rounds up too, so
-  float noise (288 computed as 40 x (288 / 40) = 288.00000000000006 or
+  `divisor` is one integer or one per value (`steps`); so are `multiples`,
+  which each divisor is a multiple of: `min_width` is raised to the next
+  multiple of them (a grouped conv's group count; 1 keeps it). Monotone
+  non-decreasing in `values`, which FLOPs matching relies on. A value within
+  `_HALF_TOLERANCE` divisor steps below a half rounds up too, so float noise
+  (288 computed as 40 x (288 / 40) = 288.00000000000006 or
   287.99999999999994) never flips a half: extrapolating through the identity
   projection gives exactly the direct FLOPs-matched widths.
   """
-  if divisor < 1:
-    raise WidthError(f'divisor={divisor!r}; allowed: an integer >= 1')
+  divisor = np.asarray(divisor, np.int64)
+  if np.any(divisor < 1):
+    raise WidthError(f'divisor={divisor.tolist()!r}; allowed: an integer >= 1')
   min_width = divisor if min_width is None else int(min_width)
-  if min_width < 1:
+  if np.any(np.asarray(min_width) < 1):
     raise WidthError(f'min_width={min_width!r}; allowed: an integer >= 1')
   values = np.asarray(values, dtype=np.float64)
   if not np.all(np.isfinite(values)):
     raise WidthError(f'non-finite widths {values.tolist()}')
   rounded = np.floor(values / divisor + 0.5 + _HALF_TOLERANCE).astype(
       np.int64) * divisor
-  return np.maximum(rounded, min_width)
+  multiples = np.asarray(multiples, np.int64)
+  return np.maximum(rounded, -(-np.asarray(min_width) // multiples) *
+                    multiples)
+
+
+def steps(widths: Widths, divisor: int = 1) -> np.ndarray:
+  """[groups] lcm(divisor, the group's multiple): the step of its widths."""
+  return np.asarray([math.lcm(int(divisor), m) for m in widths.multiples],
+                    np.int64)
+
+
+def fit(widths: Widths, values: Sequence[float], min_width: int = 1
+        ) -> Widths:
+  """`values` (e.g. an optimizer's channel counts) as widths of `widths`'
+  structure: each rounded to its group's multiple, at least `min_width`."""
+  return widths.replace(round_widths(values, steps(widths), min_width,
+                                     widths.multiples).tolist())
 
 
 def from_multipliers(base: Widths, mults: Sequence[float], divisor: int = 8,
                      min_width: Optional[int] = None) -> Widths:
-  """Widths = base * mults, rounded to `divisor`, at least `min_width`."""
+  """Widths = base * mults, rounded to `divisor` (and each group's multiple,
+  `steps`), at least `min_width`."""
   mults = np.asarray(mults, dtype=np.float64)
   if mults.shape != (len(base),):
     raise WidthError(f'{mults.shape[0] if mults.ndim else 0} multipliers for '
@@ -142,8 +180,8 @@ def from_multipliers(base: Widths, mults: Sequence[float], divisor: int = 8,
     if not (np.isfinite(m) and m > 0):
       raise WidthError(f'multiplier of group {name!r} is {m!r}; allowed: a '
                        'finite number > 0')
-  return base.replace(round_widths(base.array() * mults, divisor,
-                                   min_width).tolist())
+  return base.replace(round_widths(base.array() * mults, steps(base, divisor),
+                                   min_width, base.multiples).tolist())
 
 
 def _check_same(a: Widths, b: Widths, what: str) -> None:

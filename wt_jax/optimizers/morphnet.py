@@ -14,9 +14,18 @@ Follows MorphNet's GammaFlopsRegularizer, in JAX, over wt_jax's layer graph
 * Per conv with coeff = kh*kw*H_out*W_out:
     cost = coeff * alive_in * alive_out
     term = coeff * (alive_in * sum|gamma_out| + alive_out * sum|gamma_in|)
-  depthwise: cost = coeff * alive_out, term = coeff * (sum|g_in| + sum|g_out|).
+  depthwise: cost = coeff * alive_out, term = coeff * (sum|g_in| + sum|g_out|);
+  a grouped conv with G groups: both divided by G.
   The FC layer counts like a 1x1 conv with `num_classes` constant outputs;
   the first conv's 3 image channels are constants (sum|gamma| = 0 for both).
+* A concatenation's channels are its inputs' (morph-net's concat handler):
+  a conv reading one has alive_in and sum|gamma_in| summed over the
+  concatenated groups; a BatchNorm of a concatenation (pre-activation, as in
+  DenseNet) is a member of each concatenated group's unit through its slice
+  of the channels.
+* Widths the result exports are alive counts rounded to the nearest
+  multiple of a grouped conv's group count, where a group has one
+  (`widths.fit`).
 
 `alive_macs` (the cost) and `regularization_term` are separate functions of
 params over a `Structure` built once per width vector by `make_structure`;
@@ -41,6 +50,7 @@ from wt_jax import train
 from wt_jax.nets import architectures
 from wt_jax.nets import cost
 from wt_jax.nets import models
+from wt_jax.nets import widths as widths_lib
 from wt_jax.nets.graph import LayerGraph
 from wt_jax.nets.widths import Widths
 from wt_jax.optimizers import result as result_lib
@@ -62,7 +72,9 @@ class Structure:
   """The static part of the regularizer for one width vector."""
   widths: Widths
   graph: LayerGraph  # layers over groups; graph.units merge identity ties
-  members: tuple[tuple[tuple[str, ...], ...], ...]  # BN param paths per unit
+  # Per unit: (BN param path, first channel) of each member BN; the unit's
+  # channels are `width` channels of that BN from the first.
+  members: tuple[tuple[tuple[tuple[str, ...], int], ...], ...]
 
   @property
   def units(self) -> tuple[tuple[str, ...], ...]:
@@ -79,12 +91,23 @@ class Structure:
 
 def make_structure(widths: Widths, resolution: int,
                    num_classes: int) -> Structure:
-  g = architectures.layer_graph(widths.spec, widths.values, resolution,
-                                num_classes)
+  return structure_of(widths, architectures.layer_graph(
+      widths.spec, widths.values, resolution, num_classes))
+
+
+def structure_of(widths, g: LayerGraph) -> Structure:
+  """The regularizer's structure of a layer graph at `widths` (a `Widths`,
+  or for a graph written by hand, a {group: width} mapping)."""
   members = [[] for _ in g.units]
+  w = dict(widths.as_dict() if isinstance(widths, Widths) else widths)
   for layer in g.layers:
-    if layer.bn is not None:
-      members[g.unit_index(layer.out_group)].append(layer.bn)
+    if layer.bn is None:
+      continue
+    first = 0  # a BN of a concatenation: each group its slice
+    for group in (layer.in_groups if layer.kind == 'bn' else
+                  (layer.out_group,)):
+      members[g.unit_index(group)].append((layer.bn, first))
+      first += w[group]
   return Structure(widths, g, tuple(tuple(m) for m in members))
 
 
@@ -97,11 +120,13 @@ def _get(tree: Mapping[str, Any], path: tuple[str, ...]):
 def unit_gammas(params, structure: Structure) -> list[jax.Array]:
   """Per unit: the element-wise max of |gamma| over its member BNs."""
   out = []
-  for paths in structure.members:
-    g = jnp.abs(jnp.asarray(_get(params, paths[0])['scale'], jnp.float32))
-    for p in paths[1:]:
-      g = jnp.maximum(g, jnp.abs(jnp.asarray(_get(params, p)['scale'],
-                                             jnp.float32)))
+  for unit, members in zip(structure.units, structure.members):
+    width = structure.widths[unit[0]]
+    scales = [jnp.abs(jnp.asarray(_get(params, path)['scale'], jnp.float32)
+                      [first:first + width]) for path, first in members]
+    g = scales[0]
+    for other in scales[1:]:
+      g = jnp.maximum(g, other)
     out.append(g)
   return out
 
@@ -146,15 +171,16 @@ def alive_counts(params, structure: Structure,
   for unit, g in zip(structure.units, gammas):
     for name in unit:
       out[name] = int(np.sum(np.asarray(g) > threshold))
-  return {n: out[n] for n in structure.widths.names}
+  return {n: out[n] for n in structure.graph.names}
 
 
 def learned_widths(params, structure: Structure, threshold: float,
                    min_width: int) -> Widths:
   """The alive counts as a width vector; no group below `min_width`."""
   counts = alive_counts(params, structure, threshold)
-  return structure.widths.replace(
-      [max(min_width, counts[n]) for n in structure.widths.names])
+  return widths_lib.fit(structure.widths,
+                        [counts[n] for n in structure.widths.names],
+                        min_width)
 
 
 # ----------------------------------------------------------------------------
@@ -236,8 +262,7 @@ class _Exporter:
     last = self.history[-self.average_last:]
     names = self.structure.widths.names
     mean = [np.mean([h['widths'][n] for h in last]) for n in names]
-    return self.structure.widths.replace(
-        [max(self.min_width, int(np.floor(m + 0.5))) for m in mean])
+    return widths_lib.fit(self.structure.widths, mean, self.min_width)
 
   def macs(self, widths: Widths) -> int:
     return cost.macs(widths, self.problem.resolution, self.problem.num_classes)

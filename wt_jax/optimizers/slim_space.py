@@ -1,8 +1,9 @@
 """The slimming space: which sub-networks of the full network exist.
 
-A sub-network keeps the *first* k channels of each group. Each group's kept
-count moves on a grid of steps of `step_fraction` x its full width, down to a
-minimum (`width_grid`). Groups tied by an identity shortcut
+A sub-network keeps the *first* k channels of each group (where a grouped
+conv splits a group into G blocks: the first k / G of each block, and k is a
+multiple of G). Each group's kept count moves on a grid of steps of
+`step_fraction` x its full width, down to a minimum (`width_grid`). Groups tied by an identity shortcut
 (`architectures.identity_ties`) form one *unit* and slim together; a
 depthwise conv is already in its expansion conv's group. A sub-network is
 therefore a level vector, one grid level per unit (0 = full width).
@@ -28,18 +29,21 @@ from wt_jax.nets.widths import Widths
 
 
 def width_grid(full: int, step_fraction: float, min_width: int,
-               min_fraction: float) -> tuple[int, ...]:
+               min_fraction: float, multiple: int = 1) -> tuple[int, ...]:
   """Kept channel counts of one group, decreasing from `full`.
 
   round(full x (1 - j x step_fraction)) for j = 0, 1, ..., while at least
   max(min_width, ceil(min_fraction x full)); duplicates (narrow groups)
-  removed. A group at or below the minimum never slims.
+  removed. A group at or below the minimum never slims. With `multiple`
+  (a grouped conv's group count, which divides `full`), counts are rounded
+  to multiples of it.
   """
   floor = max(int(min_width), int(np.ceil(min_fraction * full - 1e-9)), 1)
   out = [int(full)]
   j = 1
   while True:
-    k = int(np.floor(full * (1.0 - j * step_fraction) + 0.5))
+    k = int(np.floor(full * (1.0 - j * step_fraction) / multiple + 0.5)
+            ) * multiple
     if k < floor or k <= 0:
       break
     if k < out[-1]:
@@ -130,12 +134,19 @@ class SlimSpace:
     levels = jnp.asarray(levels, jnp.int32)
     return table[units, levels[..., units]]
 
+  def keep_orders(self) -> dict[str, np.ndarray]:
+    """{group: [C]} the rank at which each channel is kept
+    (`graph.keep_order`: the first k, or the first k / G of each of a
+    grouped conv's G blocks)."""
+    return {name: graph_lib.keep_order(full, int(m)) for name, full, m in
+            zip(self.widths.names, self.widths.values, self.graph.multiples)}
+
   def masks(self, counts: jax.Array) -> dict[str, jax.Array]:
-    """[groups] kept counts -> {group: float32 [C]} masks, first k kept."""
+    """[groups] kept counts -> {group: float32 [C]} masks, the first k
+    channels in `keep_orders` kept."""
     counts = jnp.asarray(counts)
-    return {name: (jnp.arange(full) < counts[i]).astype(jnp.float32)
-            for i, (name, full) in enumerate(zip(self.widths.names,
-                                                 self.widths.values))}
+    return {name: (jnp.asarray(order) < counts[i]).astype(jnp.float32)
+            for i, (name, order) in enumerate(self.keep_orders().items())}
 
   def sample_levels(self, rng: jax.Array) -> jax.Array:
     """One uniformly random grid level per unit (traceable)."""
@@ -156,24 +167,25 @@ class SlimSpace:
   def expected_random_macs(self) -> float:
     """E[MACs] of a random sub-network (levels uniform per unit), exact.
 
-    Levels are independent across units, so a layer's expectation is the
-    product of its two sides' means, except where both sides are one unit
-    (E[k^2]) and for depthwise layers (one side).
+    Levels are independent across units, so the expectation of a product of
+    two sides is the product of their means, except where an input group
+    and the output are one unit (E[k^2]); depthwise layers count one side.
     """
     g = self.graph
     mean = np.asarray([np.mean(grid, dtype=np.float64) for grid in self.grids])
     mean_sq = np.asarray([np.mean(np.square(grid, dtype=np.float64))
                           for grid in self.grids])
-    unit_in = np.where(g.in_group >= 0,
-                       g.group_unit[np.maximum(g.in_group, 0)], -1)
     unit_out = np.where(g.out_group >= 0,
                         g.group_unit[np.maximum(g.out_group, 0)], -1)
-    e_in = np.where(unit_in >= 0, mean[np.maximum(unit_in, 0)], g.in_const)
     e_out = np.where(unit_out >= 0, mean[np.maximum(unit_out, 0)],
                      g.out_const)
-    same = (unit_in >= 0) & (unit_in == unit_out)
-    pair = np.where(same, mean_sq[np.maximum(unit_in, 0)], e_in * e_out)
-    per_layer = np.where(g.depthwise, e_out, pair)
+    # [layers, units]: how often each unit is read; E[k_u x k_out].
+    reads = g.in_matrix @ np.eye(len(self.grids), dtype=np.int64)[
+        g.group_unit]
+    same = np.arange(len(self.grids))[None, :] == unit_out[:, None]
+    pair = np.where(same, mean_sq[None, :], mean[None, :] * e_out[:, None])
+    e_pair = (reads * pair).sum(-1) + g.in_const * e_out
+    per_layer = np.where(g.depthwise, e_out, e_pair / g.feature_groups)
     return float((g.coeff * per_layer).sum())
 
 
@@ -184,8 +196,9 @@ def make_space(widths: Widths, resolution: int, num_classes: int, *,
   graph = architectures.layer_graph(widths.spec, widths.values, resolution,
                                     num_classes)
   w = widths.as_dict()
-  grids = tuple(width_grid(w[u[0]], step_fraction, min_width, min_fraction)
-                for u in graph.units)
+  multiple = {n: int(m) for n, m in zip(graph.names, graph.multiples)}
+  grids = tuple(width_grid(w[u[0]], step_fraction, min_width, min_fraction,
+                           multiple[u[0]]) for u in graph.units)
   ties = architectures.identity_ties(widths.spec, widths.values)
   return SlimSpace(widths, grids, graph, frozenset(ties))
 

@@ -115,9 +115,9 @@ def _check_target(config, original) -> None:
   if not target:
     return
   arch, res = original.widths.arch, original.resolution
-  floor = cost.macs(original.widths.replace(
-      [config.transfer.min_width] * len(original.widths)), res,
-                    original.num_classes)
+  floor = cost.macs(widths_lib.fit(
+      original.widths, [config.transfer.min_width] * len(original.widths),
+      config.transfer.min_width), res, original.num_classes)
   uniform = cost.macs(original.widths, res, original.num_classes)
   if target < floor:
     raise ConfigError(

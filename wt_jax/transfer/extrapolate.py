@@ -131,8 +131,9 @@ def flops_match(template: Widths, target_macs: int, resolution: int,
                 iterations: int = 60) -> FlopsMatch:
   """Scales `values` (default: `template`'s widths) to `target_macs`.
 
-  The returned widths are multiples of `divisor`, at least `min_width`, and
-  their MACs never exceed `target_macs`. Raises `InfeasibleTargetError` when
+  The returned widths are multiples of `divisor` (and of each group's
+  `multiples`: `widths.steps`), at least `min_width`, and their MACs never
+  exceed `target_macs`. Raises `InfeasibleTargetError` when
   even the all-minimum network is above the target.
   """
   min_width = divisor if min_width is None else min_width
@@ -142,13 +143,16 @@ def flops_match(template: Widths, target_macs: int, resolution: int,
     raise WidthError(f'flops_match needs {len(template)} positive widths, got '
                      f'{values.tolist()}')
   units = _tie_units(template, values.tolist())
+  step = widths_lib.steps(template, divisor)  # divisor, or a grouped conv's
+  multiples = np.asarray(template.multiples, np.int64)
+
   def rounded(scale):
-    return widths_lib.round_widths(values * scale, divisor, min_width)
+    return widths_lib.round_widths(values * scale, step, min_width, multiples)
 
   def macs_of(vals):
     return cost.macs(template.replace(vals.tolist()), resolution, num_classes)
 
-  floor_macs = macs_of(np.full(len(values), min_width))
+  floor_macs = macs_of(rounded(0.0))
   if floor_macs > target_macs:
     raise InfeasibleTargetError(
         f'target_macs={target_macs:,} is infeasible for {template.arch} at '
@@ -164,16 +168,16 @@ def flops_match(template: Widths, target_macs: int, resolution: int,
     else:
       hi = mid
   best = rounded(lo)
-  # Top-up: while some unit's next divisor step still fits under the target,
-  # bump the fitting unit that lies furthest below its scaled width. Every
-  # group stays a multiple of `divisor`; the final slack is smaller than any
-  # single unit's step.
+  # Top-up: while some unit's next step (the divisor, or its grouped convs'
+  # multiple of it) still fits under the target, bump the fitting unit that
+  # lies furthest below its scaled width. Every group stays a multiple of its
+  # step; the final slack is smaller than any single unit's step.
   used = macs_of(best)
   while True:
     fits = []
     for k, unit in enumerate(units):
       trial = best.copy()
-      trial[unit] += divisor
+      trial[unit] += step[unit]
       m = macs_of(trial)
       if m <= target_macs:
         fits.append((float(np.max(values[unit] * lo - best[unit])), -k, m,

@@ -17,7 +17,8 @@ keep probability sigmoid(alpha_j), one learnable alpha per transition.
   probabilities it is `cost.macs` of the sampled width vector;
 * `marginal_masks`: per group a [C] mask of 1 (the first min_ch channels)
   and m_j on sub-group j, multiplying each conv's BN output during the
-  architecture step;
+  architecture step (channels in `SlimSpace.keep_orders` order, so a
+  grouped conv's blocks shrink together);
 * `sample_levels`: a sub-network drawn from the chain (DMCP's direct
   sampling), as grid levels of `Chain.space`;
 * `widths_of`: the result rule of the reference (its "expected sampling"):
@@ -45,7 +46,7 @@ ALPHA_INIT = 0.0
 
 
 def sub_groups(full: int, group_fraction: float, min_fraction: float,
-               min_width: int) -> tuple[int, int, int]:
+               min_width: int, multiple: int = 1) -> tuple[int, int, int]:
   """(min_ch, group_size, num_groups) of a unit of `full` channels.
 
   As the reference's `_get_ch_indice`: group_size = floor(group_fraction x
@@ -53,8 +54,10 @@ def sub_groups(full: int, group_fraction: float, min_fraction: float,
   always kept. Here group_size is at least 1 (the reference does not prune a
   unit narrower than 1 / group_fraction channels) and num_groups is capped
   so that at least max(min_width, ceil(min_fraction x full)) channels stay.
+  With `multiple` (a grouped conv's group count, dividing `full`), the
+  sub-group size is a multiple of it, so every kept count is too.
   """
-  size = max(1, int(group_fraction * full + 1e-9))
+  size = max(1, int(group_fraction * full / multiple + 1e-9)) * multiple
   floor = max(int(min_width), int(np.ceil(min_fraction * full - 1e-9)), 1)
   count = int((1.0 - min_fraction) / group_fraction + 1e-4)
   count = max(0, min(count, (full - floor) // size))
@@ -113,11 +116,11 @@ class Chain:
     """{group: [C]} 1 on the first min_ch channels, m_j on sub-group j."""
     m = self.marginals(alpha)
     out = {}
+    orders = self.space.keep_orders()
     for name, u in zip(self.widths.names, self.space.group_unit):
-      full = self.widths[name]
-      first = self.min_channels[u]
-      index = np.concatenate([np.zeros(first, np.int32), 1 + (
-          np.arange(full - first) // self.group_size[u])])
+      rank, first = orders[name], self.min_channels[u]
+      index = np.where(rank < first, 0,
+                       1 + (rank - first) // self.group_size[u])
       out[name] = jnp.concatenate([jnp.ones(1, m.dtype), m[u]])[index]
     return out
 
@@ -130,10 +133,15 @@ class Chain:
     return jnp.asarray(self.num_groups, jnp.int32) - kept.astype(jnp.int32)
 
   def unit_channels(self, alpha) -> list[int]:
-    """Per unit round(E[c] - 1e-4): the reference's expected sampling."""
+    """Per unit round(E[c] - 1e-4): the reference's expected sampling (to a
+    multiple of the unit's grouped convs' group count, where it has one)."""
     expected = self.expected_channels(np.asarray(alpha, np.float64), np)
-    return [int(np.clip(round(float(e) - 1e-4), lo, hi)) for e, lo, hi in
-            zip(expected, self.min_channels, (g[0] for g in self.space.grids))]
+    multiple = [int(self.space.graph.multiples[self.space.graph.names.index(
+        unit[0])]) for unit in self.space.units]
+    return [int(np.clip(round((float(e) - 1e-4) / m) * m, lo, hi))
+            for e, lo, hi, m in zip(expected, self.min_channels,
+                                    (g[0] for g in self.space.grids),
+                                    multiple)]
 
   def widths_of(self, alpha) -> Widths:
     """The width vector the learned chain selects (`unit_channels`)."""
@@ -147,8 +155,9 @@ def make_chain(widths: Widths, resolution: int, num_classes: int, *,
   """The chains of the full network `widths` (`sub_groups` per unit)."""
   graph = architectures.layer_graph(widths.spec, widths.values, resolution,
                                     num_classes)
+  multiple = dict(zip(graph.names, graph.multiples))
   parts = [sub_groups(widths[unit[0]], group_fraction, min_fraction,
-                      min_width) for unit in graph.units]
+                      min_width, int(multiple[unit[0]])) for unit in graph.units]
   grids = tuple(tuple(first + j * size for j in range(count, -1, -1))
                 for first, size, count in parts)
   ties = architectures.identity_ties(widths.spec, widths.values)
