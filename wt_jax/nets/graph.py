@@ -213,8 +213,15 @@ class LayerGraph:
         out_const=ints(l.out_channels for l in layers))
 
   def _in(self, values, const, xp):
-    """Per layer: the sum of `values` over its input groups, plus `const`
-    (an elementwise product and sum: exact on every backend)."""
+    """Per layer: the sum of `values` over its input groups, plus `const`.
+
+    Without concatenations, a pick of each layer's one input group (so a
+    network without them computes exactly what it computed before they
+    were supported, gradients included); with them, an elementwise product
+    and sum (exact on every backend)."""
+    if self.in_matrix.sum(-1).max(initial=0) <= 1:
+      one = np.where(self.in_matrix.any(-1), self.in_matrix.argmax(-1), -1)
+      return self._side(values, one, const, xp)
     summed = (values[..., None, :] * self.in_matrix.astype(values.dtype)
               ).sum(-1)
     return summed + const.astype(summed.dtype)

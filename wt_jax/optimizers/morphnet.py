@@ -122,8 +122,12 @@ def unit_gammas(params, structure: Structure) -> list[jax.Array]:
   out = []
   for unit, members in zip(structure.units, structure.members):
     width = structure.widths[unit[0]]
-    scales = [jnp.abs(jnp.asarray(_get(params, path)['scale'], jnp.float32)
-                      [first:first + width]) for path, first in members]
+    scales = []
+    for path, first in members:
+      scale = jnp.abs(jnp.asarray(_get(params, path)['scale'], jnp.float32))
+      if (first, width) != (0, scale.shape[0]):  # a concatenation's slice
+        scale = scale[first:first + width]
+      scales.append(scale)
     g = scales[0]
     for other in scales[1:]:
       g = jnp.maximum(g, other)
