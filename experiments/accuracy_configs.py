@@ -17,6 +17,7 @@ and the result is FLOPs-matched back, as in the paper.
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 from configs import cifar10_resnet20
 from experiments import invariance_configs
@@ -211,6 +212,8 @@ def base(budget: str = 'cpu'):
 # Budgets whose MorphNet arms use the invariance grid's fixed-budget rule
 # (`invariance_configs.morphnet_rule`) instead of stopping at `shrink_to`.
 FIXED_BUDGET_MORPHNET = frozenset({'gpu'})
+# Budgets whose optimized arms run once per seed (`per_seed`).
+PER_SEED_OPTIMIZATION = frozenset({'gpu'})
 CIFAR10_TRAIN = 50_000  # images in CIFAR-10's train split (val comes out of it)
 
 
@@ -227,7 +230,23 @@ def optimization_examples(c) -> float:
   return n * c.projection.sample_fraction if 'optimize' in c.stages else n
 
 
-def arm_config(budget: str, arm: str):
+def per_seed(budget: str, arm: str) -> bool:
+  """Whether the arm runs once per seed, each run its own optimization and
+  one final training (so the spread of its accuracy includes the
+  optimizer's own noise): an optimized arm under `PER_SEED_OPTIMIZATION`."""
+  return budget in PER_SEED_OPTIMIZATION and ARMS[arm]['optimizer'] is not None
+
+
+def runs(budget: str, arm: str) -> tuple[Optional[int], ...]:
+  """The runs of an arm: (None,) for one run of all the budget's seeds, or
+  its seeds, one run each (`per_seed`)."""
+  return tuple(BUDGETS[budget]['seeds']) if per_seed(budget, arm) else (
+      None,)
+
+
+def arm_config(budget: str, arm: str, seed: Optional[int] = None):
+  """The config of `arm` under `budget`; with `seed`, its run of that seed
+  (optimizer and final training seeded by it, one final training)."""
   if arm not in ARMS:
     raise ValueError(f'arm={arm!r}; allowed: {", ".join(ARMS)}')
   c = base(budget)
@@ -235,9 +254,13 @@ def arm_config(budget: str, arm: str):
     _set(c, k, v)
   if budget in FIXED_BUDGET_MORPHNET:
     invariance_configs.morphnet_rule(c, optimization_examples(c))
+  if seed is not None:
+    c.seed = int(seed)
+    c.seeds = (int(seed),)
   return c
 
 
 def get_config(arg: str = 'cpu:uniform'):
-  budget, _, arm = arg.partition(':')
-  return arm_config(budget, arm or 'uniform')
+  """'BUDGET:ARM' or 'BUDGET:ARM:SEED' (a per-seed arm's run)."""
+  budget, arm, *seed = arg.split(':') + ([] if ':' in arg else ['uniform'])
+  return arm_config(budget, arm or 'uniform', int(seed[0]) if seed else None)

@@ -9,9 +9,14 @@ workdir, WORKDIR_ROOT/BUDGET/ARM, run in its own subprocess:
   python -m wt_jax.main --config=experiments/accuracy_configs.py:BUDGET:ARM \
       --workdir=WORKDIR_ROOT/BUDGET/ARM
 
-The uniform baseline is trained once (its own workdir); the other arms run
-only their own stages (optimize/transfer/train_transferred, or
-optimize_direct/train_direct). Re-running resumes: the pipeline skips
+Under a budget with per-seed optimization (`accuracy_configs.per_seed`: the
+gpu preset), an optimized arm is one run per seed instead, each its own
+optimization seeded by it and one final training
+(`...:BUDGET:ARM:SEED`, WORKDIR_ROOT/BUDGET/ARM/seed_SEED), so the spread
+of its accuracy includes the optimizer's own noise; the uniform baseline
+is one run of every seed. The uniform baseline is trained once (its own
+workdir); the other arms run only their own stages
+(optimize/transfer/train_transferred, or optimize_direct/train_direct). Re-running resumes: the pipeline skips
 finished stages and resumes training from its checkpoints. An arm with
 `share_optimize_from` reuses that arm's finished optimization (its
 `optimize/` summary, widths and history are copied before it starts).
@@ -74,7 +79,9 @@ def plan(budget: str) -> list[dict]:
 
   `final`: all seeds of the final training plus its test evaluation, every
   arm at the uniform network's MACs. `optimize`: the width optimization,
-  counted as if its network were the full one (an upper bound: a projected
+  once per run of the arm (`accuracy_configs.runs`: per seed under the gpu
+  preset), counted as if its network were the full one (an upper bound: a
+  projected
   network's step is cheaper, on an accelerator far less than its MACs say).
   MorphNet's step is one pass (its regularizer costs nothing measurable,
   results/bench.md); AutoSlim's sandwich step is 2 + num_random masked
@@ -84,6 +91,7 @@ def plan(budget: str) -> list[dict]:
   """
   rows = []
   for arm in grid_configs.ORDER:
+    optimizations = len(grid_configs.runs(budget, arm))
     c = grid_configs.arm_config(budget, arm)
     spec = grid_configs.ARMS[arm]
     train_split = grid_configs.train_examples(c)
@@ -111,20 +119,25 @@ def plan(budget: str) -> list[dict]:
                  if ac.eval_batches else val))
       opt = (_steps_images(autoslim.slimmable_train_config(c), opt_examples)
              * (2 + ac.num_random) + FORWARD * SLIM_ROUNDS * units * scored)
-    rows.append(dict(arm=arm, seeds=seeds, final=final, optimize=opt))
+    rows.append(dict(arm=arm, seeds=seeds, final=final,
+                     optimize=optimizations * opt,
+                     optimizations=optimizations if spec['optimizer'] and
+                     not spec.get('share_optimize_from') else 0))
   return rows
 
 
 def print_plan(budget: str, img_per_s: float) -> None:
   rows = plan(budget)
   total = sum(r['final'] + r['optimize'] for r in rows)
-  print(f'| arm | seeds | final training (images) | width optimization '
-        f'(images, upper bound) |{" hours |" if img_per_s else ""}')
-  print(f'|---|---:|---:|---:|{"---:|" if img_per_s else ""}')
+  print(f'| arm | seeds | optimizations | final training (images) | width '
+        f'optimization (images, upper bound) |'
+        f'{" hours |" if img_per_s else ""}')
+  print(f'|---|---:|---:|---:|---:|{"---:|" if img_per_s else ""}')
   for r in rows:
     hours = ((r['final'] + r['optimize']) / img_per_s / 3600 if img_per_s
              else None)
-    print(f'| {r["arm"]} | {r["seeds"]} | {r["final"]:.3g} | '
+    print(f'| {r["arm"]} | {r["seeds"]} | {r["optimizations"]} | '
+          f'{r["final"]:.3g} | '
           f'{r["optimize"]:.3g} |' + (f' {hours:.2f} |' if img_per_s else ''))
   line = f'total: {total:.4g} training-step images'
   if img_per_s:
@@ -149,16 +162,19 @@ def ensure_data():
                        f'{root}/{s}/<class>/; check its layout')
 
 
-def arm_workdir(root, budget, arm):
-  return os.path.join(root, budget, arm)
+def arm_workdir(root, budget, arm, seed=None):
+  """WORKDIR_ROOT/BUDGET/ARM, or .../ARM/seed_SEED for a per-seed run."""
+  path = os.path.join(root, budget, arm)
+  return path if seed is None else os.path.join(path, f'seed_{seed}')
 
 
-def share_optimize(root, budget, arm):
+def share_optimize(root, budget, arm, seed=None):
   src_arm = grid_configs.ARMS[arm].get('share_optimize_from')
   if not src_arm:
     return True
-  src = workdir_lib.Workdir(arm_workdir(root, budget, src_arm)).optimize()
-  dst = workdir_lib.Workdir(arm_workdir(root, budget, arm)).optimize()
+  src = workdir_lib.Workdir(arm_workdir(root, budget, src_arm, seed)
+                            ).optimize()
+  dst = workdir_lib.Workdir(arm_workdir(root, budget, arm, seed)).optimize()
   if os.path.exists(workdir_lib.summary(dst)):
     return True
   if not os.path.exists(workdir_lib.summary(src)):
@@ -175,16 +191,19 @@ def share_optimize(root, budget, arm):
   return True
 
 
-def run_arm(root, budget, arm, log_dir):
-  workdir = arm_workdir(root, budget, arm)
+def run_arm(root, budget, arm, log_dir, seed=None):
+  """One run of an arm (of one seed, for a per-seed arm); its return code."""
+  workdir = arm_workdir(root, budget, arm, seed)
   os.makedirs(workdir, exist_ok=True)
-  if not share_optimize(root, budget, arm):
+  if not share_optimize(root, budget, arm, seed):
     return 1
+  spec = f'{budget}:{arm}' + (f':{seed}' if seed is not None else '')
   cmd = [sys.executable, '-m', 'wt_jax.main',
-         f'--config=experiments/accuracy_configs.py:{budget}:{arm}',
+         f'--config=experiments/accuracy_configs.py:{spec}',
          f'--workdir={workdir}']
-  log = os.path.join(log_dir, f'{arm}.log')
-  print(f'[grid] {time.strftime("%H:%M:%S")} {arm}: {" ".join(cmd)} '
+  name = arm if seed is None else f'{arm}-seed_{seed}'
+  log = os.path.join(log_dir, f'{name}.log')
+  print(f'[grid] {time.strftime("%H:%M:%S")} {name}: {" ".join(cmd)} '
         f'(log {log})', flush=True)
   t0 = time.time()
   with open(log, 'a') as f:
@@ -192,7 +211,7 @@ def run_arm(root, budget, arm, log_dir):
   dt = time.time() - t0
   with open(os.path.join(workdir, 'grid_wall_time.txt'), 'a') as f:
     f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} rc={rc} {dt:.1f}\n')
-  print(f'[grid] {time.strftime("%H:%M:%S")} {arm}: rc={rc} in {dt:.0f} s',
+  print(f'[grid] {time.strftime("%H:%M:%S")} {name}: rc={rc} in {dt:.0f} s',
         flush=True)
   return rc
 
@@ -225,8 +244,9 @@ def main():
   t0 = time.time()
   failed = []
   for arm in arms:
-    if run_arm(args.workdir_root, args.budget, arm, log_dir) != 0:
-      failed.append(arm)
+    for seed in grid_configs.runs(args.budget, arm):
+      if run_arm(args.workdir_root, args.budget, arm, log_dir, seed) != 0:
+        failed.append(arm if seed is None else f'{arm}:{seed}')
     if not args.no_results:
       subprocess.call([sys.executable, 'experiments/accuracy_results.py',
                        f'--budget={args.budget}',

@@ -66,10 +66,33 @@ def _wall_times(workdir):
 
 
 def collect_arm(budget, root, arm):
-  """Everything about one arm, as plain values (None where missing)."""
+  """Everything about one arm, as plain values (None where missing).
+
+  A per-seed arm (`accuracy_configs.per_seed`) is its runs merged: the
+  final accuracies, seeds and wall times of every run (so their spread
+  includes the optimizer's), the widths, cost and multipliers of the first
+  run that has them (`runs_merged` says how many)."""
+  seeds = grid_configs.runs(budget, arm)
+  if seeds == (None,):
+    return _collect_run(budget, root, arm, None)
+  parts = [_collect_run(budget, root, arm, s) for s in seeds]
+  first = next((p for p in parts if p.get('opt') is not None), parts[0])
+  out = dict(first, seeds_wanted=list(seeds), runs_merged=len(parts),
+             workdir=os.path.join(root, budget, arm),
+             exists=any(p['exists'] for p in parts))
+  for key in ('top1', 'seeds', 'train_wall_s', 'train_img_per_s',
+              'train_steps', 'grid_runs'):
+    out[key] = [v for p in parts for v in p[key]]
+  out['top1_mean'], out['top1_std'] = report.mean_std(out['top1'])
+  return out
+
+
+def _collect_run(budget, root, arm, seed):
+  """One run of an arm (its only run, or the run of `seed`)."""
   spec = grid_configs.ARMS[arm]
-  config = grid_configs.arm_config(budget, arm)
-  workdir = os.path.join(root, budget, arm)
+  config = grid_configs.arm_config(budget, arm, seed)
+  workdir = os.path.join(root, budget, arm) if seed is None else (
+      os.path.join(root, budget, arm, f'seed_{seed}'))
   run = pipeline.prepare(config, workdir)
   prob, proj, wd = run.original, run.projected, run.workdir
   out = dict(arm=arm, label=spec['label'], final=spec['final'],
@@ -264,7 +287,12 @@ def markdown(budget, root, arms, png_name, command):
       'the original problem, then FLOPs matching. The uniform baseline is '
       'trained once and shared by all arms. `mn_depth_avg` reuses the '
       'optimization of `mn_depth_last` (same projected problem; only the '
-      'stacking rule differs).',
+      'stacking rule differs).' + (
+          ' Each optimized arm is one run per seed, each its own '
+          'optimization and one final training, so its accuracy spread '
+          'includes the optimizer\'s own noise; its widths, cost and ρ '
+          'columns are those of its first finished run.'
+          if budget in grid_configs.PER_SEED_OPTIMIZATION else ''),
       f'* Budget preset `{budget}` (experiments/accuracy_configs.py): '
       + ', '.join(f'`{k}={v}`' for k, v in b.items()) + '.', '']
 

@@ -1,14 +1,17 @@
 r"""Tables of the width-invariance grid: results/cifar10.{md,json} and a plot.
 
-  python experiments/invariance_results.py --root=/work/invariance
+  python experiments/invariance_results.py --root=/work/invariance \
+      [--records=results/cifar10.json]
 
 Writes results/cifar10.json and results/cifar10_multipliers.png, and fills
 the generated tables of the hand-written results/cifar10.md (between its
 `<!-- generated:NAME -->` markers). Reads every run of
 experiments/invariance_grid.py (`<root>/<optimizer>/
-<arm>/seed_<s>`: the optimizer's summary.json, the transferred multipliers,
-timing.json, and `<root>/runs.jsonl` for each subprocess's wall time) and
-computes, per optimizer:
+<arm>/seed_<s>`: the optimizer's summary.json and history.json, the
+transferred multipliers, timing.json, and `<root>/runs.jsonl` for each
+subprocess's wall time); a run whose workdir is gone is taken from the
+committed records (`--records`, each marked with its `source`). Computes,
+per optimizer:
 
 * Invariance. Each run's per-group multipliers (the dimension- and
   depth-matched multipliers over the original network's groups, before
@@ -72,16 +75,17 @@ from matplotlib.figure import Figure
 
 from experiments import invariance_configs as grid
 from experiments import invariance_grid
+from experiments import invariance_stats as stats
 from wt_jax import report
+from wt_jax.nets import architectures
+from wt_jax.nets import cost
 from wt_jax.optimizers import result as result_lib
 from wt_jax.transfer import problem as problem_lib
 from wt_jax.transfer import projection
 from wt_jax.util import files
+from wt_jax.util import workdir as workdir_lib
 from wt_jax.util.workdir import Workdir
 # pylint: enable=g-import-not-at-top,wrong-import-position
-
-NULL_PERMUTATIONS = 20
-
 
 def _read(path: str) -> Optional[Any]:
   return files.read_json(path) if files.exists(path) else None
@@ -155,92 +159,150 @@ def collect_run(root: str, optimizer: str, arm: str, seed: int,
 
 
 # ----------------------------------------------------------------------------
-# Agreement of multiplier vectors.
+# Agreement of multiplier vectors: the rule of the module doc
+# (experiments/invariance_stats.py computes it).
 # ----------------------------------------------------------------------------
 
 
 def normalized(m) -> np.ndarray:
-  m = np.asarray(m, np.float64)
-  return m / math.exp(float(np.mean(np.log(m))))
-
-
-def mean_abs_log_ratio(a, b) -> float:
-  return float(np.mean(np.abs(np.log(normalized(a)) - np.log(normalized(b)))))
-
-
-def agreement(a, b) -> tuple[float, float]:
-  return report.rank_correlation(a, b), mean_abs_log_ratio(a, b)
+  return np.exp(stats.normalized_log(m))
 
 
 def _vec(run: dict, names) -> np.ndarray:
   return np.asarray([run['multipliers'][n] for n in names], np.float64)
 
 
-def _stats(pairs: list[tuple[float, float]]) -> dict:
-  rho = [p[0] for p in pairs if not math.isnan(p[0])]
-  malr = [p[1] for p in pairs]
-  return dict(spearman=float(np.mean(rho)) if rho else float('nan'),
-              spearman_sd=float(np.std(rho)) if rho else float('nan'),
-              spearman_min=float(np.min(rho)) if rho else float('nan'),
-              mean_abs_log_ratio=float(np.mean(malr)),
-              mean_abs_log_ratio_sd=float(np.std(malr)),
-              mean_abs_log_ratio_max=float(np.max(malr)), pairs=len(pairs))
+class Networks:
+  """The original and projected networks of the grid's runs."""
+
+  def __init__(self):
+    self._cache = {}
+
+  def of(self, spec: str):
+    """(original, the network the run of `spec` optimized) problems."""
+    if spec not in self._cache:
+      config = grid.get_config(spec)
+      original = problem_lib.from_config(config)
+      net = original if spec.split(':')[1] == 'direct' else (
+          projection.project(original, config.projection,
+                             divisor=config.transfer.divisor))
+      self._cache[spec] = (original, net)
+    return self._cache[spec]
+
+  def kept(self, spec: str, widths: dict) -> float:
+    """The fraction of its network's uniform MACs `widths` keep."""
+    _, net = self.of(spec)
+    w = net.widths.replace([widths[n] for n in net.widths.names])
+    return (cost.macs(w, net.resolution, net.num_classes) /
+            cost.macs(net.widths, net.resolution, net.num_classes))
+
+  def per_channel_macs(self, spec: str) -> np.ndarray:
+    """MACs of one more channel in each group of the original network."""
+    original, _ = self.of(spec)
+    w = original.widths
+    graph = architectures.layer_graph(w.spec, w.values, original.resolution,
+                                      original.num_classes)
+    base = w.array()
+    return np.asarray([graph.macs(base + np.eye(len(base), dtype=np.int64)[g])
+                       - graph.macs(base) for g in range(len(base))],
+                      np.float64)
 
 
-def invariance(runs: list[dict], names) -> tuple[list[dict], dict]:
-  """(per-arm rows, noise floor per optimizer)."""
-  rows, floor = [], {}
+def _rho(vectors_a, vectors_b) -> float:
+  values = [report.rank_correlation(a, b) for a in vectors_a
+            for b in vectors_b]
+  values = [v for v in values if not math.isnan(v)]
+  return float(np.mean(values)) if values else float('nan')
+
+
+def _arm_row(optimizer, arm, p_vecs, q_vecs, uniform_d, kept, resamples):
+  pooled = list(p_vecs) + list(q_vecs)
+  d = stats.distance_matrix(pooled)
+  p = list(range(len(p_vecs)))
+  q = list(range(len(p_vecs), len(pooled)))
+  row = dict(optimizer=optimizer, arm=arm, seeds=len(p), direct_seeds=len(q),
+             **stats.summary(d, p, q, uniform_d, resamples=resamples),
+             spearman=_rho(p_vecs, q_vecs))
+  if kept:
+    row.update(kept_mean=float(np.mean(kept)), kept_min=float(np.min(kept)),
+               kept_max=float(np.max(kept)))
+  return row
+
+
+def invariance(runs: list[dict], names, nets: Networks, histories: dict,
+               resamples: int = stats.RESAMPLES) -> tuple[list[dict], list]:
+  """(rows of the rule per arm and null, rows of the matched-pruning check).
+
+  `histories`: {direct spec: its exports (history.json)} where present."""
+  rows, matched = [], []
   for optimizer in grid.OPTIMIZERS:
     direct = [r for r in runs if r['optimizer'] == optimizer and
               r['arm'] == 'direct']
-    if not direct:
+    if len(direct) < 2:
       continue
     dvec = [_vec(r, names) for r in direct]
-    dd = [agreement(dvec[i], dvec[j]) for i in range(len(dvec))
-          for j in range(i + 1, len(dvec))]
-    nf = _stats(dd) if dd else None
-    if nf:
-      floor[optimizer] = nf
-    rng = np.random.default_rng(0)
-    nulls = {
-        'null: uniform multipliers': [agreement(np.ones(len(names)), d)
-                                      for d in dvec],
-        'null: permuted direct multipliers': [
-            agreement(rng.permutation(a), b) for i, a in enumerate(dvec)
-            for j, b in enumerate(dvec) if i != j or len(dvec) == 1
-            for _ in range(NULL_PERMUTATIONS)],
-    }
+    uniform_d = float(np.mean([stats.distance(np.ones(len(names)), v)
+                               for v in dvec]))
+    kept = lambda rs: [r['kept_fraction'] for r in rs]
+    d = stats.distance_matrix(dvec)
+    q = list(range(len(dvec)))
+    rows.append(dict(
+        optimizer=optimizer, arm='noise floor: direct vs direct', seeds=0,
+        direct_seeds=len(dvec), floor=stats.floor(d, q),
+        margin=stats.margin(uniform_d, stats.floor(d, q)),
+        uniform_distance=uniform_d, verdict='-',
+        spearman=float(np.nanmean([report.rank_correlation(dvec[i], dvec[j])
+                                   for i in q for j in q if i < j])),
+        kept_mean=float(np.mean(kept(direct))),
+        kept_min=float(np.min(kept(direct))),
+        kept_max=float(np.max(kept(direct)))))
     for arm in grid.ARMS:
-      if arm == 'direct':
-        continue
-      proj = [_vec(r, names) for r in runs
-              if r['optimizer'] == optimizer and r['arm'] == arm]
-      if not proj:
-        continue
-      st = _stats([agreement(p, d) for p in proj for d in dvec])
-      rows.append(dict(arm=arm, optimizer=optimizer, seeds=len(proj),
-                       direct_seeds=len(dvec), **st,
-                       verdict=_verdict(st, nf)))
-    for label, pairs in nulls.items():
-      rows.append(dict(arm=label, optimizer=optimizer, seeds=0,
-                       direct_seeds=len(dvec), **_stats(pairs),
-                       verdict=_verdict(_stats(pairs), nf)))
-  return rows, floor
+      proj = [r for r in runs if r['optimizer'] == optimizer and
+              r['arm'] == arm and arm != 'direct']
+      if proj:
+        rows.append(_arm_row(optimizer, arm, [_vec(r, names) for r in proj],
+                             dvec, uniform_d, kept(proj), resamples))
+        matched += _matched(optimizer, arm, proj, direct, names, histories,
+                            resamples)
+    rng = np.random.default_rng(0)
+    cost_null, exponent = stats.cost_ordered_null(
+        nets.per_channel_macs(_spec(direct[0])), dvec)
+    nulls = {
+        'null: uniform multipliers': [np.ones(len(names))],
+        'null: permuted direct multipliers': [rng.permutation(v)
+                                              for v in dvec],
+        f'null: cost-ordered (MACs per channel ^ -{exponent:.2f})':
+            [cost_null],
+    }
+    for label, vecs in nulls.items():
+      rows.append(_arm_row(optimizer, label, vecs, dvec, uniform_d, [],
+                           resamples))
+  return rows, matched
 
 
-def _verdict(st: dict, floor: Optional[dict]) -> str:
-  if floor is None:
-    return 'no noise floor (one direct seed)'
-  miss = []
-  if st['mean_abs_log_ratio'] > floor['mean_abs_log_ratio_max']:
-    miss.append(f'mean |log ratio| {st["mean_abs_log_ratio"]:.3f} > '
-                f'{floor["mean_abs_log_ratio_max"]:.3f} (by '
-                f'{st["mean_abs_log_ratio"] - floor["mean_abs_log_ratio_max"]:.3f})')
-  if not st['spearman'] >= floor['spearman_min']:
-    miss.append(f'rho {st["spearman"]:.2f} < {floor["spearman_min"]:.2f} '
-                f'(by {floor["spearman_min"] - st["spearman"]:.2f})'
-                if not math.isnan(st['spearman']) else 'rho undefined')
-  return 'transfers' if not miss else 'misses: ' + '; '.join(miss)
+def _matched(optimizer, arm, proj, direct, names, histories, resamples):
+  """The rule against each direct seed's export nearest the arm's mean kept
+  fraction (direct seeds whose exports exist, >= 2 of them)."""
+  target = float(np.mean([r['kept_fraction'] for r in proj]))
+  exports = []
+  for r in direct:
+    history = histories.get(_spec(r))
+    if not history:
+      continue
+    i = stats.nearest([h['macs_fraction'] for h in history], target)
+    uniform = r['uniform_widths']
+    exports.append((history[i], np.asarray(
+        [history[i]['widths'][n] / uniform[n] for n in names], np.float64)))
+  if len(exports) < 2:
+    return []
+  qvecs = [v for _, v in exports]
+  uniform_d = float(np.mean([stats.distance(np.ones(len(names)), v)
+                             for v in qvecs]))
+  row = _arm_row(optimizer, arm, [_vec(r, names) for r in proj], qvecs,
+                 uniform_d, [r['kept_fraction'] for r in proj], resamples)
+  row.update(matched_fractions=[h['macs_fraction'] for h, _ in exports],
+             matched_steps=[h['step'] for h, _ in exports])
+  return [row]
 
 
 # ----------------------------------------------------------------------------
@@ -290,29 +352,55 @@ def _label(arm: str) -> str:
   return grid.LABELS.get(arm, arm)
 
 
-def invariance_md(rows: list[dict], floor: dict) -> list[str]:
-  out = ['| optimizer | projection | seeds x direct seeds | Spearman rho '
-         '(mean ± sd) | mean abs log ratio (mean ± sd) | verdict |',
-         '|---|---|---:|---:|---:|---|']
-  for opt in grid.OPTIMIZERS:
-    if opt in floor:
-      nf = floor[opt]
-      out.append(f'| {opt} | **noise floor: direct vs direct** | '
-                 f'{nf["pairs"]} pairs | {_f(nf["spearman"], ".2f")} ± '
-                 f'{_f(nf["spearman_sd"], ".2f")} (min '
-                 f'{_f(nf["spearman_min"], ".2f")}) | '
-                 f'{_f(nf["mean_abs_log_ratio"])} ± '
-                 f'{_f(nf["mean_abs_log_ratio_sd"])} (max '
-                 f'{_f(nf["mean_abs_log_ratio_max"])}) | - |')
-    for r in rows:
-      if r['optimizer'] != opt:
-        continue
-      n = (f'{r["seeds"]} x {r["direct_seeds"]}' if r['seeds'] else
-           f'{r["pairs"]} pairs')
-      out.append(f'| {opt} | {_label(r["arm"])} | {n} | '
-                 f'{_f(r["spearman"], ".2f")} ± {_f(r["spearman_sd"], ".2f")}'
-                 f' | {_f(r["mean_abs_log_ratio"])} ± '
-                 f'{_f(r["mean_abs_log_ratio_sd"])} | {r["verdict"]} |')
+def _ci(r) -> str:
+  return (f'{_f(r["excess"])} [{_f(r["excess_low"])}, '
+          f'{_f(r["excess_high"])}]')
+
+
+def _p(r) -> str:
+  return f'{r["p_value"]:.3f} ({r["splits"]})'
+
+
+def _kept(r) -> str:
+  if 'kept_mean' not in r:
+    return '-'
+  return (f'{r["kept_mean"]:.2f} ({r["kept_min"]:.2f}-{r["kept_max"]:.2f})')
+
+
+_HEAD = ('| optimizer | projection | seeds x direct seeds | MACs kept | '
+         'distance to direct | noise floor | excess over the floor [95% '
+         'CI] | p (splits) | margin | verdict | Spearman rho |')
+
+
+def invariance_md(rows: list[dict]) -> list[str]:
+  out = [_HEAD, '|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|']
+  for r in rows:
+    floor_row = r['seeds'] == 0
+    n = (f'{r["direct_seeds"]} seeds' if floor_row else
+         f'{r["seeds"]} x {r["direct_seeds"]}')
+    label = f'**{r["arm"]}**' if floor_row else _label(r['arm'])
+    out.append(
+        f'| {r["optimizer"]} | {label} | {n} | {_kept(r)} | '
+        f'{"-" if floor_row else _f(r["cross"])} | {_f(r["floor"])} | '
+        f'{"-" if floor_row else _ci(r)} | '
+        f'{"-" if floor_row else _p(r)} | '
+        f'{_f(r["margin"])} | {r["verdict"]} | {_f(r["spearman"], ".2f")} |')
+  return out
+
+
+def matched_md(rows: list[dict]) -> list[str]:
+  out = ['| optimizer | projection | seeds x direct exports | MACs kept | '
+         'direct exports used (MACs kept, step) | distance | floor of the '
+         'exports | excess [95% CI] | p (splits) | margin | verdict |',
+         '|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|']
+  for r in rows:
+    used = ', '.join(f'{f:.2f} @ {s}' for f, s in zip(r['matched_fractions'],
+                                                       r['matched_steps']))
+    out.append(
+        f'| {r["optimizer"]} | {_label(r["arm"])} | {r["seeds"]} x '
+        f'{r["direct_seeds"]} | {_kept(r)} | {used} | {_f(r["cross"])} | '
+        f'{_f(r["floor"])} | {_ci(r)} | {_p(r)} | {_f(r["margin"])} | '
+        f'{r["verdict"]} |')
   return out
 
 
@@ -377,37 +465,91 @@ def _spec(run: dict) -> str:
   return f'{run["optimizer"]}:{run["arm"]}:{run["seed"]}'
 
 
+def _history(root: str, spec: str) -> Optional[list]:
+  optimizer, arm, seed = spec.split(':')
+  wd = Workdir(os.path.join(root, optimizer, arm, f'seed_{seed}'))
+  return _read(workdir_lib.history(wd.optimize()))
+
+
+def _all_subprocesses(root: str) -> dict:
+  """Every subprocess the grid ran under `root` (runs.jsonl), superseded and
+  failed ones included."""
+  path = os.path.join(root, 'runs.jsonl')
+  recs = [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+  return dict(subprocesses=len(recs),
+              wall_s=sum(r.get('wall_s') or 0.0 for r in recs),
+              cpu_s=sum(r.get('cpu_s') or 0.0 for r in recs),
+              failed=sum(r.get('rc') != 0 for r in recs))
+
+
+def gather(root: str, records: Optional[str]) -> tuple[list[dict], dict]:
+  """Every finished run: from its workdir under `root`, else (its workdir
+  gone) from the committed `records` file, marked so; and the earlier
+  record file's grid totals."""
+  walls = _walls(root)
+  runs = []
+  for opt in grid.OPTIMIZERS:
+    for arm in grid.ARMS:
+      for seed in range(10):
+        r = collect_run(root, opt, arm, seed, walls)
+        if r is not None:
+          runs.append(dict(r, source='workdir', cpu_s=walls[_spec(r)].get(
+              'cpu_s')))
+  earlier = {}
+  if records and os.path.exists(records):
+    old = files.read_json(records)
+    have = {_spec(r) for r in runs}
+    label = os.path.relpath(records, _ROOT)
+    kept = [dict(r, source=r['source'] if r.get('source', 'workdir') !=
+                 'workdir' else f'record ({label})')
+            for r in old['runs'] if _spec(r) not in have]
+    runs = sorted(runs + kept, key=lambda r: (
+        grid.OPTIMIZERS.index(r['optimizer']), list(grid.ARMS).index(
+            r['arm']), r['seed']))
+    earlier = old.get('earlier_grid', old.get('total', {}))
+  return runs, earlier
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--root', default='/work/invariance')
   parser.add_argument('--out', default=os.path.join(_ROOT, 'results'))
+  parser.add_argument('--records', default=os.path.join(_ROOT, 'results',
+                                                        'cifar10.json'),
+                      help='runs whose workdir is gone are read from here')
+  parser.add_argument('--resamples', type=int, default=stats.RESAMPLES)
   args = parser.parse_args()
-  walls = _walls(args.root)
-  runs = [r for opt in grid.OPTIMIZERS for arm in grid.ARMS
-          for seed in range(10)
-          if (r := collect_run(args.root, opt, arm, seed, walls)) is not None]
+  runs, earlier = gather(args.root, args.records)
   if not runs:
     print(f'no finished runs under {args.root}', file=sys.stderr)
     return 1
+  nets = Networks()
+  for r in runs:
+    original, _ = nets.of(_spec(r))
+    r['kept_fraction'] = nets.kept(_spec(r), r['widths_before_flops_matching'])
+    r['uniform_widths'] = original.widths.as_dict()
   names = list(runs[0]['multipliers'])
-  inv, floor = invariance(runs, names)
+  histories = {_spec(r): h for r in runs if r['arm'] == 'direct' and
+               (h := _history(args.root, _spec(r)))}
+  inv, matched = invariance(runs, names, nets, histories, args.resamples)
   costs = cost_rows(runs)
   grid_log = [json.loads(l) for l in open(os.path.join(args.root,
                                                        'grid.jsonl'))] \
       if os.path.exists(os.path.join(args.root, 'grid.jsonl')) else []
-  total = dict(runs=len(runs),
-               wall_s=sum(r['wall_time_s'] for r in runs),
-               cpu_s=sum(walls[_spec(r)].get('cpu_s') or 0.0 for r in runs),
-               runs_without_cpu_s=sum('cpu_s' not in walls[_spec(r)]
-                                      for r in runs))
-  print(f'{total["runs"]} runs: {total["wall_s"] / 60:.1f} min of subprocess '
-        f'wall time, {total["cpu_s"] / 60:.1f} min CPU '
-        f'({total["runs_without_cpu_s"]} without a CPU record)')
-  out = dict(runs=runs, invariance=inv, noise_floor=floor, cost=costs,
-             groups=names, grid=grid_log, total=total)
+  new = [r for r in runs if r['source'] == 'workdir']
+  total = dict(runs=len(runs), runs_from_workdirs=len(new),
+               wall_s_of_runs_from_workdirs=sum(r['wall_time_s'] for r in new),
+               this_root=_all_subprocesses(args.root))
+  print(f'{len(runs)} runs ({len(new)} from workdirs under {args.root}); '
+        f'every subprocess under it: {total["this_root"]}')
+  out = dict(runs=runs, invariance=inv, matched_pruning=matched, cost=costs,
+             groups=names, grid=grid_log, total=total, earlier_grid=earlier,
+             rule=dict(alpha=stats.ALPHA, level=stats.LEVEL,
+                       resamples=args.resamples,
+                       margin_fraction=stats.MARGIN_FRACTION))
   files.write_json(os.path.join(args.out, 'cifar10.json'), out)
   plot(runs, names, os.path.join(args.out, 'cifar10_multipliers.png'))
-  sections = {'invariance': invariance_md(inv, floor),
+  sections = {'invariance': invariance_md(inv), 'matched': matched_md(matched),
               'cost': cost_md(costs), 'runs': runs_md(runs)}
   md = os.path.join(args.out, 'cifar10.md')
   if os.path.exists(md):

@@ -74,8 +74,12 @@ def test_a_record_without_a_digest_is_read_from_its_workdir(tmp_path):
           grid.current_digest(spec))
 
 
-def test_accuracy_grid_plan_counts_the_gpu_preset_in_closed_form():
+def test_accuracy_grid_plan_counts_the_gpu_preset_in_closed_form(
+    tmp_path, monkeypatch):
+  from experiments import accuracy_configs  # pylint: disable=g-import-not-at-top
   from experiments import accuracy_grid  # pylint: disable=g-import-not-at-top
+  # The plan reads no data: the CIFAR-10 folder may be absent.
+  monkeypatch.setattr(accuracy_configs, 'DATA_DIR', str(tmp_path / 'absent'))
   rows = {r['arm']: r for r in accuracy_grid.plan('gpu')}
   # 45,000 training images (10% val out of 50,000), batch 128, 3 seeds; the
   # train loop runs full batches only: epochs x floor(n / 128) steps.
@@ -84,11 +88,24 @@ def test_accuracy_grid_plan_counts_the_gpu_preset_in_closed_form():
   assert all(r['final'] == final for r in rows.values())
   assert rows['uniform']['optimize'] == 0
   assert rows['mn_depth_avg']['optimize'] == 0  # shares mn_depth_last's
-  # MorphNet's fixed 5-epoch budget, on its own training split.
-  assert rows['mn_direct']['optimize'] == steps(5, 45_000)
-  assert rows['mn_samples']['optimize'] == steps(5, 4_500)
+  # One optimization per seed (its spread is part of the arm's): MorphNet's
+  # fixed 5-epoch budget, on its own training split.
+  assert rows['mn_direct']['optimizations'] == 3
+  assert rows['uniform']['optimizations'] == 0
+  assert rows['mn_direct']['optimize'] == 3 * steps(5, 45_000)
+  assert rows['mn_samples']['optimize'] == 3 * steps(5, 4_500)
   # AutoSlim: 10 epochs of 4 passes, 39 rounds x 12 units (ResNet-20: the
   # stem stream of each stage and 9 block interiors) x (20 x 128 calibration
   # + 5,000 val images) forward passes.
-  assert rows['as_direct']['optimize'] == (
+  assert rows['as_direct']['optimize'] == 3 * (
       steps(10, 45_000) * 4 + 39 * 12 * (20 * 128 + 5_000) / 3)
+
+
+def test_accuracy_grid_runs_each_optimized_arm_once_per_seed():
+  from experiments import accuracy_configs as ac  # pylint: disable=g-import-not-at-top
+  assert ac.runs('gpu', 'uniform') == (None,)
+  assert ac.runs('gpu', 'mn_compound') == (0, 1, 2)
+  assert ac.runs('cpu', 'mn_compound') == (None,)
+  c = ac.get_config('gpu:mn_compound:2')
+  assert (c.seed, tuple(c.seeds)) == (2, (2,))
+  assert tuple(ac.get_config('gpu:uniform').seeds) == (0, 1, 2)
