@@ -114,3 +114,53 @@ def test_cost_ordered_null_fits_the_exponent():
 def test_nearest():
   assert st.nearest([0.9, 0.5, 0.3], 0.45) == 1
   assert st.nearest([], 0.4) is None
+
+
+class _Nets:
+  """Stands in for invariance_results.Networks: per-channel MACs only."""
+
+  def per_channel_macs(self, spec):
+    del spec
+    return np.asarray([1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+
+
+def test_invariance_rows_apply_the_rule_per_arm():
+  from experiments import invariance_results as ir  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  names = [f'g{i}' for i in range(6)]
+  base = np.asarray([0.5, 2.0, 1.0, 0.25, 1.5, 3.0])
+
+  def run(arm, seed, vec, kept):
+    return dict(optimizer='morphnet', arm=arm, seed=seed, kept_fraction=kept,
+                multipliers=dict(zip(names, vec.tolist())),
+                uniform_widths={n: 16 for n in names})
+
+  noisy = lambda s: base * np.exp(rng.normal(0, 0.05, 6))
+  runs = [run('direct', s, noisy(s), 0.4) for s in range(5)]
+  runs += [run('compound', s, noisy(s), 0.45) for s in range(3)]
+  runs += [run('samples', s, np.exp(rng.normal(0, 1.0, 6)), 0.8)
+           for s in range(3)]
+  # Exports of two direct seeds: one near the samples arm's 0.8 kept, whose
+  # widths are the samples arm's own shape.
+  histories = {f'morphnet:direct:{s}': [
+      dict(step=10, macs_fraction=0.8, widths={
+          n: 16 * v for n, v in zip(names, runs[8]['multipliers'].values())}),
+      dict(step=20, macs_fraction=0.4, widths={
+          n: 16 * v for n, v in zip(names, runs[s]['multipliers'].values())})]
+               for s in (3, 4)}
+  rows, matched = ir.invariance(runs, names, _Nets(), histories,
+                                resamples=2000)
+  by_arm = {r['arm']: r for r in rows}
+  assert by_arm['noise floor: direct vs direct']['floor'] == pytest.approx(
+      st.floor(st.distance_matrix([ir._vec(r, names) for r in runs[:5]]),
+               range(5)))
+  assert by_arm['compound']['verdict'] == 'agrees'
+  assert by_arm['compound']['splits'] == 56
+  assert by_arm['samples']['verdict'] == 'differs'
+  assert by_arm['samples']['kept_mean'] == pytest.approx(0.8)
+  assert by_arm['null: permuted direct multipliers']['verdict'] != 'agrees'
+  assert by_arm['null: uniform multipliers']['verdict'] != 'agrees'
+  # Matched pruning: the samples arm is compared with the 0.8 exports.
+  m = {r['arm']: r for r in matched}
+  assert m['samples']['matched_steps'] == [10, 10]
+  assert m['compound']['matched_steps'] == [20, 20]
