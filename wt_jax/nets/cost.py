@@ -2,11 +2,14 @@
 
 What is counted (the conventions of the published torchvision counts):
 * MACs (multiply-accumulates) of every conv, depthwise conv and the FC
-  layer: kh*kw*H_out*W_out*C_in*C_out (depthwise: kh*kw*H_out*W_out*C). Taps
-  that fall into zero padding are counted. BN, activations, pooling and
+  layer: kh*kw*H_out*W_out*C_in*C_out (a grouped conv with G groups: / G;
+  depthwise: kh*kw*H_out*W_out*C). A conv reading a concatenation has the
+  sum of its groups' channels as C_in. Taps that fall into zero padding are
+  counted. BN, activations, pooling and
   residual adds are not counted. One MAC is two FLOPs in XLA's count.
-* params: conv and FC weights, FC bias, and BN scale and bias. BN running
-  mean and variance are state, not params.
+* params: conv and FC weights (a grouped conv's kh*kw*C_in/G*C_out), FC
+  bias, and BN scale and bias. BN running mean and variance are state, not
+  params.
 
 Training cost, for overhead accounting, is `TRAIN_MACS_FACTOR` (3) times the
 forward MACs per example: the forward pass, plus the backward pass's two
@@ -107,7 +110,8 @@ def table(widths: Widths, cost: Cost) -> str:
           f'{"size":>5} {"MACs":>14} {"params":>11}')
   lines += ['', head, '-' * len(head)]
   for l in cost.layers:
-    lines.append(f'{l.name:<30} {l.kind:<9} {l.kernel:>2} {l.stride:>2} '
+    kind = l.kind if l.feature_groups == 1 else f'{l.kind}/g{l.feature_groups}'
+    lines.append(f'{l.name:<30} {kind:<9} {l.kernel:>2} {l.stride:>2} '
                  f'{l.in_channels:>5} {l.out_channels:>5} {l.out_size:>5} '
                  f'{l.macs:>14,} {l.params:>11,}')
   lines += ['-' * len(head),
@@ -126,5 +130,6 @@ def to_json(widths: Widths, cost: Cost, resolution: int, num_classes: int
       layers=[dict(name=l.name, kind=l.kind, kernel=l.kernel, stride=l.stride,
                    in_channels=l.in_channels, out_channels=l.out_channels,
                    out_size=l.out_size, in_group=l.in_group,
+                   feature_groups=l.feature_groups,
                    out_group=l.out_group, macs=l.macs, params=l.params)
               for l in cost.layers])
