@@ -372,19 +372,23 @@ _HEAD = ('| optimizer | projection | seeds x direct seeds | MACs kept | '
          'CI] | p (splits) | margin | verdict | Spearman rho |')
 
 
+def _rule(r) -> str:
+  """The rule's cells of a row: distance ... verdict."""
+  return (f'{_f(r["cross"])} | {_f(r["floor"])} | {_ci(r)} | {_p(r)} | '
+          f'{_f(r["margin"])} | {r["verdict"]}')
+
+
 def invariance_md(rows: list[dict]) -> list[str]:
   out = [_HEAD, '|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|']
   for r in rows:
-    floor_row = r['seeds'] == 0
-    n = (f'{r["direct_seeds"]} seeds' if floor_row else
-         f'{r["seeds"]} x {r["direct_seeds"]}')
-    label = f'**{r["arm"]}**' if floor_row else _label(r['arm'])
-    out.append(
-        f'| {r["optimizer"]} | {label} | {n} | {_kept(r)} | '
-        f'{"-" if floor_row else _f(r["cross"])} | {_f(r["floor"])} | '
-        f'{"-" if floor_row else _ci(r)} | '
-        f'{"-" if floor_row else _p(r)} | '
-        f'{_f(r["margin"])} | {r["verdict"]} | {_f(r["spearman"], ".2f")} |')
+    if r['seeds'] == 0:  # the noise floor
+      n, label = f'{r["direct_seeds"]} seeds', f'**{r["arm"]}**'
+      rule = f'- | {_f(r["floor"])} | - | - | {_f(r["margin"])} | -'
+    else:
+      n, label = f'{r["seeds"]} x {r["direct_seeds"]}', _label(r['arm'])
+      rule = _rule(r)
+    out.append(f'| {r["optimizer"]} | {label} | {n} | {_kept(r)} | {rule} | '
+               f'{_f(r["spearman"], ".2f")} |')
   return out
 
 
@@ -398,9 +402,7 @@ def matched_md(rows: list[dict]) -> list[str]:
                                                        r['matched_steps']))
     out.append(
         f'| {r["optimizer"]} | {_label(r["arm"])} | {r["seeds"]} x '
-        f'{r["direct_seeds"]} | {_kept(r)} | {used} | {_f(r["cross"])} | '
-        f'{_f(r["floor"])} | {_ci(r)} | {_p(r)} | {_f(r["margin"])} | '
-        f'{r["verdict"]} |')
+        f'{r["direct_seeds"]} | {_kept(r)} | {used} | {_rule(r)} |')
   return out
 
 

@@ -88,10 +88,12 @@ class Labels:
     if all(l is None for l in ins):
       return None
     if any(l is None for l in ins):
-      shapes = [tuple(getattr(v.aval, 'shape', ())) for v in eqn.invars]
+      parts = [_describe(l) if l is not None else
+               f'a tensor of shape {tuple(v.aval.shape)} that is no group'
+               for l, v in zip(ins, eqn.invars)]
       raise ArchError(
           f'{trace_checks.label(path)}{_line(eqn)} concatenates '
-          f'{", ".join(_describe(l) if l is not None else f"a tensor of shape {sh} that is no group" for l, sh in zip(ins, shapes))} '
+          f'{", ".join(parts)} '
           "along the channel axis: every input must be a group's tensor (a "
           'conv, dense or BatchNorm output, or a concatenation of them); the '
           "image and tensors whose channel axis changed are not groups")
